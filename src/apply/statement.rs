@@ -1,0 +1,450 @@
+//! Turning journal records into MySQL statements.
+//!
+//! Records keep their order. Consecutive changes of one kind to one table merge into one
+//! multi-row statement, which is safe because:
+//! - inserts and updates both become an upsert of the full row image (`INSERT … ON DUPLICATE
+//!   KEY UPDATE`), and within one such statement MySQL applies rows in order, so the last image
+//!   of a key wins, as it did in PostgreSQL;
+//! - deletes of several keys commute with each other.
+//!
+//! A statement is closed when it reaches [`StatementLimits::max_rows`] rows or
+//! [`StatementLimits::max_bytes`] bytes, the latter kept below `max_allowed_packet`. Values are
+//! written as literals (see [`super::value`]), so no placeholder limit applies.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::value::write_literal;
+use crate::journal::{JournalRecord, Operation};
+use crate::schema::TableSchema;
+
+/// Size limits for one statement.
+#[derive(Debug, Clone, Copy)]
+pub struct StatementLimits {
+    /// Most rows in one multi-row statement.
+    pub max_rows: usize,
+    /// Most bytes in one statement; a single row larger than this is an error.
+    pub max_bytes: usize,
+}
+
+/// Why a batch cannot be turned into statements. Nothing was sent to MySQL.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlanError {
+    /// The record names a table that is not synced.
+    #[error(
+        "the journal holds a change of table {table}, which is not in SYNC_TABLES; add the \
+         table back to SYNC_TABLES so that its changes can be applied"
+    )]
+    UnknownTable {
+        /// The table.
+        table: String,
+    },
+    /// The row image does not match the table definition read at start.
+    #[error(
+        "a change of table {table} (journal record {seq}) does not match the table definition \
+         read at start: {detail}. The PostgreSQL table was altered; make the same change to the \
+         MySQL table and restart the daemon"
+    )]
+    ShapeMismatch {
+        /// The table.
+        table: String,
+        /// The journal sequence number.
+        seq: u64,
+        /// Which column differs.
+        detail: String,
+    },
+    /// A value cannot be stored exactly in MySQL.
+    #[error("column {column} of table {table} (journal record {seq}): {reason}")]
+    Value {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The journal sequence number.
+        seq: u64,
+        /// What is wrong, without the value.
+        reason: String,
+    },
+    /// One row needs a statement larger than `max_allowed_packet` allows.
+    #[error(
+        "a change of table {table} (journal record {seq}) needs a {bytes}-byte statement, more \
+         than the {max_bytes} bytes allowed; raise max_allowed_packet on the MySQL server"
+    )]
+    RowTooLarge {
+        /// The table.
+        table: String,
+        /// The journal sequence number.
+        seq: u64,
+        /// The statement size.
+        bytes: usize,
+        /// The limit.
+        max_bytes: usize,
+    },
+}
+
+/// How to write to one target table, derived once from its PostgreSQL definition.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    /// The source definition.
+    pub schema: TableSchema,
+    /// `INSERT INTO `t` (`a`,`b`) VALUES ` prefix.
+    insert_prefix: String,
+    /// ` ON DUPLICATE KEY UPDATE …` suffix.
+    upsert_suffix: String,
+    /// `DELETE FROM `t` WHERE ` prefix.
+    delete_prefix: String,
+}
+
+impl TablePlan {
+    /// Prepares the statement parts for a table; the MySQL table has the PostgreSQL name.
+    pub fn new(schema: TableSchema) -> Self {
+        let table = quote_mysql_ident(&schema.name.name);
+        let columns: Vec<String> = schema.columns.iter().map(|c| quote_mysql_ident(&c.name)).collect();
+        let key_names: Vec<&str> = schema.key_columns().map(|c| c.name.as_str()).collect();
+        // VALUES(col) rather than an alias: MariaDB has no `AS new` row alias. Key columns
+        // are assigned too when every column is part of the key, since the clause needs one.
+        let mut updates: Vec<String> = schema
+            .columns
+            .iter()
+            .filter(|c| !key_names.contains(&c.name.as_str()))
+            .map(|c| format!("{0}=VALUES({0})", quote_mysql_ident(&c.name)))
+            .collect();
+        if updates.is_empty() {
+            updates.push(format!("{0}=VALUES({0})", quote_mysql_ident(key_names[0])));
+        }
+
+        TablePlan {
+            insert_prefix: format!("INSERT INTO {table} ({}) VALUES ", columns.join(",")),
+            upsert_suffix: format!(" ON DUPLICATE KEY UPDATE {}", updates.join(",")),
+            delete_prefix: format!("DELETE FROM {table} WHERE "),
+            schema,
+        }
+    }
+
+    /// Writes `(v1,v2,…)` for a full row image.
+    fn write_row(&self, record: &JournalRecord, raw: &RawValue, out: &mut String) -> Result<(), PlanError> {
+        let image = parse_image(self, record, raw)?;
+        out.push('(');
+        for (index, column) in self.schema.columns.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            let value = find_value(&image, index, &column.name).ok_or_else(|| {
+                self.shape_error(record, format!("column {} is missing", column.name))
+            })?;
+            write_literal(out, column.pg_type, value).map_err(|reason| self.value_error(record, &column.name, reason))?;
+        }
+        out.push(')');
+        if image.len() != self.schema.columns.len() {
+            let extra = image
+                .iter()
+                .find(|(name, _)| !self.schema.columns.iter().any(|c| c.name == *name))
+                .map_or_else(|| "a column is repeated".to_string(), |(name, _)| format!("column {name} is new"));
+            return Err(self.shape_error(record, extra));
+        }
+
+        Ok(())
+    }
+
+    /// Writes the condition that matches one primary key.
+    fn write_key_condition(&self, record: &JournalRecord, raw: &RawValue, out: &mut String) -> Result<(), PlanError> {
+        let image = parse_image(self, record, raw)?;
+        let single = self.schema.key.len() == 1;
+        if !single {
+            out.push('(');
+        }
+        for (position, column) in self.schema.key_columns().enumerate() {
+            let value = image.iter().find(|(name, _)| *name == column.name).map(|(_, v)| *v).ok_or_else(|| {
+                self.shape_error(record, format!("key column {} is missing", column.name))
+            })?;
+            if single {
+                write_literal(out, column.pg_type, value).map_err(|r| self.value_error(record, &column.name, r))?;
+            } else {
+                if position > 0 {
+                    out.push_str(" AND ");
+                }
+                out.push_str(&quote_mysql_ident(&column.name));
+                out.push('=');
+                write_literal(out, column.pg_type, value).map_err(|r| self.value_error(record, &column.name, r))?;
+            }
+        }
+        if !single {
+            out.push(')');
+        }
+
+        Ok(())
+    }
+
+    fn shape_error(&self, record: &JournalRecord, detail: String) -> PlanError {
+        PlanError::ShapeMismatch { table: self.schema.name.to_string(), seq: record.seq, detail }
+    }
+
+    fn value_error(&self, record: &JournalRecord, column: &str, reason: String) -> PlanError {
+        PlanError::Value {
+            table: self.schema.name.to_string(),
+            column: column.to_string(),
+            seq: record.seq,
+            reason,
+        }
+    }
+}
+
+/// Quotes a MySQL identifier.
+pub fn quote_mysql_ident(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
+}
+
+/// A row image as (column, raw value) pairs in document order, borrowed from the record.
+struct RowImage<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for RowImage<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ImageVisitor;
+        impl<'de> Visitor<'de> for ImageVisitor {
+            type Value = RowImage<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of column values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((name, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    pairs.push((name, value));
+                }
+                Ok(RowImage(pairs))
+            }
+        }
+        deserializer.deserialize_map(ImageVisitor)
+    }
+}
+
+fn parse_image<'a>(
+    plan: &TablePlan,
+    record: &JournalRecord,
+    raw: &'a RawValue,
+) -> Result<Vec<(Cow<'a, str>, &'a RawValue)>, PlanError> {
+    serde_json::from_str::<RowImage<'a>>(raw.get())
+        .map(|image| image.0)
+        .map_err(|_| plan.shape_error(record, "the row image is not a JSON object".to_string()))
+}
+
+/// Finds a column's value; `to_json` writes columns in catalog order, so try that position
+/// first.
+fn find_value<'a>(image: &[(Cow<'a, str>, &'a RawValue)], index: usize, name: &str) -> Option<&'a RawValue> {
+    match image.get(index) {
+        Some((candidate, value)) if candidate == name => Some(*value),
+        _ => image.iter().find(|(candidate, _)| candidate == name).map(|(_, value)| *value),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StepKind {
+    Upsert,
+    Delete,
+}
+
+/// Builds the statements for a batch of records, in order.
+pub fn build_statements(
+    records: &[JournalRecord],
+    plans: &HashMap<String, TablePlan>,
+    limits: StatementLimits,
+) -> Result<Vec<String>, PlanError> {
+    let mut builder = Builder { limits, statements: Vec::new(), current: None };
+    for record in records {
+        let plan = plans
+            .get(&record.table)
+            .ok_or_else(|| PlanError::UnknownTable { table: record.table.clone() })?;
+        match record.op {
+            Operation::Insert | Operation::Update => {
+                let raw = record.new.as_deref().ok_or_else(|| plan.shape_error(record, "the row image is missing".into()))?;
+                let mut row = String::new();
+                plan.write_row(record, raw, &mut row)?;
+                builder.add(plan, StepKind::Upsert, record, row)?;
+            }
+            Operation::Delete => {
+                let raw = record.old.as_deref().ok_or_else(|| plan.shape_error(record, "the key is missing".into()))?;
+                let mut condition = String::new();
+                plan.write_key_condition(record, raw, &mut condition)?;
+                builder.add(plan, StepKind::Delete, record, condition)?;
+            }
+            Operation::Truncate => {
+                builder.finish();
+                // DELETE, not TRUNCATE: TRUNCATE commits the open transaction in MySQL.
+                builder.statements.push(format!("DELETE FROM {}", quote_mysql_ident(&plan.schema.name.name)));
+            }
+        }
+    }
+    builder.finish();
+
+    Ok(builder.statements)
+}
+
+struct OpenStatement<'p> {
+    plan: &'p TablePlan,
+    kind: StepKind,
+    sql: String,
+    rows: usize,
+}
+
+struct Builder<'p> {
+    limits: StatementLimits,
+    statements: Vec<String>,
+    current: Option<OpenStatement<'p>>,
+}
+
+impl<'p> Builder<'p> {
+    fn add(&mut self, plan: &'p TablePlan, kind: StepKind, record: &JournalRecord, part: String) -> Result<(), PlanError> {
+        let fits = self.current.as_ref().is_some_and(|open| {
+            std::ptr::eq(open.plan, plan)
+                && open.kind == kind
+                && open.rows < self.limits.max_rows
+                && open.sql.len() + part.len() + plan.upsert_suffix.len() + 8 <= self.limits.max_bytes
+        });
+        if !fits {
+            self.finish();
+            let prefix = if kind == StepKind::Upsert {
+                &plan.insert_prefix
+            } else if plan.schema.key.len() == 1 {
+                // Single-column keys use `key IN (…)`, which MySQL turns into index lookups.
+                &format!("{}{} IN (", plan.delete_prefix, quote_mysql_ident(&plan.schema.key_columns().next().expect("a key has a column").name))
+            } else {
+                &plan.delete_prefix
+            };
+            let size = prefix.len() + part.len() + plan.upsert_suffix.len() + 1;
+            if size > self.limits.max_bytes {
+                return Err(PlanError::RowTooLarge {
+                    table: plan.schema.name.to_string(),
+                    seq: record.seq,
+                    bytes: size,
+                    max_bytes: self.limits.max_bytes,
+                });
+            }
+            self.current = Some(OpenStatement { plan, kind, sql: prefix.clone(), rows: 0 });
+        }
+        let open = self.current.as_mut().expect("a statement is open");
+        if open.rows > 0 {
+            open.sql.push_str(if kind == StepKind::Delete && plan.schema.key.len() > 1 { " OR " } else { "," });
+        }
+        open.sql.push_str(&part);
+        open.rows += 1;
+
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        let Some(mut open) = self.current.take() else { return };
+        match open.kind {
+            StepKind::Upsert => open.sql.push_str(&open.plan.upsert_suffix),
+            StepKind::Delete if open.plan.schema.key.len() == 1 => open.sql.push(')'),
+            StepKind::Delete => {}
+        }
+        self.statements.push(open.sql);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TableName;
+    use crate::schema::{Column, PgType};
+
+    fn plan(key: Vec<usize>) -> TablePlan {
+        let column = |name: &str, pg_type| Column { name: name.into(), pg_type, type_display: String::new() };
+        TablePlan::new(TableSchema {
+            name: TableName { schema: "public".into(), name: "or`ders".into() },
+            columns: vec![column("id", PgType::Int4), column("region", PgType::Text), column("note", PgType::Text)],
+            key,
+        })
+    }
+
+    fn record(seq: u64, op: Operation, json: &str) -> JournalRecord {
+        let raw = Some(RawValue::from_string(json.into()).unwrap());
+        let (new, old) = if op == Operation::Delete { (None, raw) } else { (raw, None) };
+        JournalRecord { seq, batch: 1, xid: 1, cid: seq as i64, table: "public.or`ders".into(), op, new, old }
+    }
+
+    fn plans(plan: TablePlan) -> HashMap<String, TablePlan> {
+        HashMap::from([("public.or`ders".to_string(), plan)])
+    }
+
+    const LIMITS: StatementLimits = StatementLimits { max_rows: 1000, max_bytes: 1 << 20 };
+
+    #[test]
+    fn consecutive_changes_merge_in_order() {
+        let records = vec![
+            record(1, Operation::Insert, r#"{"id":1,"region":"eu","note":"a"}"#),
+            record(2, Operation::Update, r#"{"id":1,"region":"eu","note":"b"}"#),
+            record(3, Operation::Delete, r#"{"id":2}"#),
+            record(4, Operation::Delete, r#"{"id":3}"#),
+            record(5, Operation::Truncate, "null"),
+            record(6, Operation::Insert, r#"{"id":4,"region":"us","note":null}"#),
+        ];
+        let statements = build_statements(&records, &plans(plan(vec![0])), LIMITS).unwrap();
+        assert_eq!(
+            statements,
+            vec![
+                "INSERT INTO `or``ders` (`id`,`region`,`note`) VALUES (1,'eu','a'),(1,'eu','b') \
+                 ON DUPLICATE KEY UPDATE `region`=VALUES(`region`),`note`=VALUES(`note`)",
+                "DELETE FROM `or``ders` WHERE `id` IN (2,3)",
+                "DELETE FROM `or``ders`",
+                "INSERT INTO `or``ders` (`id`,`region`,`note`) VALUES (4,'us',NULL) \
+                 ON DUPLICATE KEY UPDATE `region`=VALUES(`region`),`note`=VALUES(`note`)",
+            ]
+        );
+    }
+
+    #[test]
+    fn composite_keys_delete_by_each_column() {
+        let records = vec![
+            record(1, Operation::Delete, r#"{"id":1,"region":"eu"}"#),
+            record(2, Operation::Delete, r#"{"id":2,"region":"us"}"#),
+        ];
+        let statements = build_statements(&records, &plans(plan(vec![0, 1])), LIMITS).unwrap();
+        assert_eq!(
+            statements,
+            vec!["DELETE FROM `or``ders` WHERE (`id`=1 AND `region`='eu') OR (`id`=2 AND `region`='us')"]
+        );
+    }
+
+    #[test]
+    fn statements_split_at_row_and_byte_limits() {
+        let records: Vec<_> = (1..=5)
+            .map(|i| record(i, Operation::Insert, &format!(r#"{{"id":{i},"region":"eu","note":"x"}}"#)))
+            .collect();
+        let by_rows = build_statements(&records, &plans(plan(vec![0])), StatementLimits { max_rows: 2, max_bytes: 1 << 20 }).unwrap();
+        assert_eq!(by_rows.len(), 3);
+        let by_bytes = build_statements(&records, &plans(plan(vec![0])), StatementLimits { max_rows: 100, max_bytes: 160 }).unwrap();
+        assert!(by_bytes.len() > 1);
+        assert!(by_bytes.iter().all(|s| s.len() <= 160), "{by_bytes:?}");
+    }
+
+    #[test]
+    fn oversized_row_is_an_error() {
+        let note = "x".repeat(500);
+        let records = vec![record(9, Operation::Insert, &format!(r#"{{"id":1,"region":"eu","note":"{note}"}}"#))];
+        let error = build_statements(&records, &plans(plan(vec![0])), StatementLimits { max_rows: 10, max_bytes: 200 }).unwrap_err();
+        assert!(error.to_string().contains("raise max_allowed_packet"), "{error}");
+    }
+
+    #[test]
+    fn changed_table_shape_is_an_error() {
+        let missing = vec![record(1, Operation::Insert, r#"{"id":1,"region":"eu"}"#)];
+        let error = build_statements(&missing, &plans(plan(vec![0])), LIMITS).unwrap_err();
+        assert!(error.to_string().contains("column note is missing"), "{error}");
+        let extra = vec![record(1, Operation::Insert, r#"{"id":1,"region":"eu","note":"a","added":1}"#)];
+        let error = build_statements(&extra, &plans(plan(vec![0])), LIMITS).unwrap_err();
+        assert!(error.to_string().contains("column added is new"), "{error}");
+    }
+
+    #[test]
+    fn unknown_table_is_an_error() {
+        let mut other = record(1, Operation::Insert, r#"{"id":1}"#);
+        other.table = "public.other".into();
+        let error = build_statements(&[other], &plans(plan(vec![0])), LIMITS).unwrap_err();
+        assert!(matches!(error, PlanError::UnknownTable { .. }));
+    }
+}

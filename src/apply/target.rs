@@ -1,0 +1,135 @@
+//! The MySQL connection: session settings, the checkpoint table and target-table checks.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder};
+
+use super::statement::{quote_mysql_ident, TablePlan};
+use super::value::write_string;
+use crate::config::Secret;
+
+/// Table in the target database that records, per journal, the last applied sequence number.
+pub const CHECKPOINT_TABLE: &str = "pg_to_mysql_sync_checkpoint";
+
+/// Session settings for every connection:
+/// - strict mode, so MySQL rejects a value it would otherwise truncate or zero;
+/// - `NO_BACKSLASH_ESCAPES`, which the literal quoting in `value` relies on;
+/// - `NO_AUTO_VALUE_ON_ZERO`, so a key value 0 is stored as 0, not replaced by a new
+///   auto-increment value;
+/// - UTC, so that date-time literals, already in UTC, are not shifted;
+/// - utf8mb4, so 4-byte characters arrive intact.
+const SESSION_SETUP: [&str; 3] = [
+    "SET NAMES utf8mb4",
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,\
+     ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_BACKSLASH_ESCAPES,NO_AUTO_VALUE_ON_ZERO'",
+    "SET SESSION time_zone = '+00:00'",
+];
+
+/// Opens a connection with the session settings applied.
+pub async fn connect(url: &Secret) -> Result<Conn, mysql_async::Error> {
+    let opts = Opts::from_url(url.expose())?;
+    // The daemon talks to the address in the URL; switching to a local socket found on the
+    // server would bypass what the operator configured.
+    let opts = OptsBuilder::from_opts(opts).prefer_socket(false).init(SESSION_SETUP.to_vec());
+
+    Conn::new(opts).await
+}
+
+/// Creates the checkpoint table if it is missing.
+pub async fn ensure_checkpoint_table(conn: &mut Conn) -> Result<(), mysql_async::Error> {
+    conn.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS {} (
+             journal_id CHAR(36) CHARACTER SET ascii NOT NULL PRIMARY KEY,
+             applied_seq BIGINT UNSIGNED NOT NULL,
+             updated_at DATETIME(6) NOT NULL
+         ) ENGINE=InnoDB",
+        quote_mysql_ident(CHECKPOINT_TABLE)
+    ))
+    .await
+}
+
+/// Drops the checkpoint table.
+pub async fn drop_checkpoint_table(conn: &mut Conn) -> Result<(), mysql_async::Error> {
+    conn.query_drop(format!("DROP TABLE IF EXISTS {}", quote_mysql_ident(CHECKPOINT_TABLE))).await
+}
+
+/// Reads the last applied sequence number of a journal; 0 when nothing was applied.
+pub async fn read_checkpoint(conn: &mut Conn, journal_id: &str) -> Result<u64, mysql_async::Error> {
+    let mut sql = format!(
+        "SELECT applied_seq FROM {} WHERE journal_id = ",
+        quote_mysql_ident(CHECKPOINT_TABLE)
+    );
+    write_string(&mut sql, journal_id);
+    let seq: Option<u64> = conn.query_first(sql).await?;
+
+    Ok(seq.unwrap_or(0))
+}
+
+/// The statement that records `applied_seq` inside the apply transaction.
+pub(super) fn checkpoint_statement(journal_id: &str, applied_seq: u64) -> String {
+    let mut sql = format!(
+        "INSERT INTO {} (journal_id, applied_seq, updated_at) VALUES (",
+        quote_mysql_ident(CHECKPOINT_TABLE)
+    );
+    write_string(&mut sql, journal_id);
+    sql.push_str(&format!(
+        ", {applied_seq}, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE \
+         applied_seq = VALUES(applied_seq), updated_at = VALUES(updated_at)"
+    ));
+
+    sql
+}
+
+/// Reads `max_allowed_packet`, the largest statement the server accepts.
+pub(super) async fn max_allowed_packet(conn: &mut Conn) -> Result<usize, mysql_async::Error> {
+    let value: Option<u64> = conn.query_first("SELECT @@max_allowed_packet").await?;
+
+    Ok(value.unwrap_or(4 * 1024 * 1024) as usize)
+}
+
+/// Checks that every target table exists, is transactional and has every synced column.
+/// Returns one message per problem.
+pub async fn check_target_tables<'a>(
+    conn: &mut Conn,
+    plans: impl Iterator<Item = &'a TablePlan>,
+) -> Result<Vec<String>, mysql_async::Error> {
+    let mut problems = Vec::new();
+    for plan in plans {
+        let table = &plan.schema.name.name;
+        let mut sql = "SELECT ENGINE FROM information_schema.TABLES \
+                       WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = "
+            .to_string();
+        write_string(&mut sql, table);
+        let engine: Option<Option<String>> = conn.query_first(sql).await?;
+        let Some(engine) = engine else {
+            problems.push(format!(
+                "the MySQL table `{table}` (for {}) does not exist; create it with the same \
+                 columns and primary key",
+                plan.schema.name
+            ));
+            continue;
+        };
+        if !engine.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("InnoDB")) {
+            problems.push(format!(
+                "the MySQL table `{table}` uses the {} engine, which has no transactions; \
+                 convert it with ALTER TABLE `{table}` ENGINE=InnoDB",
+                engine.as_deref().unwrap_or("unknown")
+            ));
+        }
+
+        let mut sql = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+                       WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = "
+            .to_string();
+        write_string(&mut sql, table);
+        let target_columns: Vec<String> = conn.query(sql).await?;
+        for column in &plan.schema.columns {
+            if !target_columns.iter().any(|c| c.eq_ignore_ascii_case(&column.name)) {
+                problems.push(format!(
+                    "the MySQL table `{table}` has no column `{}` (type {} in PostgreSQL); add it",
+                    column.name, column.type_display
+                ));
+            }
+        }
+    }
+
+    Ok(problems)
+}

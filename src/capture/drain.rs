@@ -1,0 +1,361 @@
+//! Draining the PostgreSQL change log into the journal.
+//!
+//! # Invariants
+//!
+//! - A change-log row is deleted only in the transaction that read it, after the journal batch
+//!   holding it is durable. A crash at any step therefore leaves every change in the change
+//!   log, in the journal, or in both; never in neither.
+//! - "Both" happens when the process stops, or the connection drops, after the journal fsync
+//!   but before the delete commits. The journaled rows of that batch are kept as pending keys
+//!   (recovered from the journal after a restart) and deleted first on the next connection,
+//!   before anything else is drained, so they are journaled exactly once.
+//! - Rows are read in change-log id order. Ids are taken when the trigger runs, so a transaction
+//!   that commits late can hold lower ids than rows already drained, and no "highest id seen"
+//!   cursor is used. Two changes of one row cannot be reordered: the second writer waits on the
+//!   first one's row lock, so its trigger runs, and takes its id, after the first commits.
+//! - Only one process drains a database: each session holds a PostgreSQL advisory lock.
+//!
+//! Delivery to the journal is exactly once; the durable sequence number is published to the
+//! apply stage through a watch channel after each fsync.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::value::RawValue;
+use tokio::sync::{watch, Notify};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::install::{CAPTURE_SCHEMA, NOTIFY_CHANNEL};
+use crate::backoff::{sleep_or_shutdown, Backoff};
+use crate::config::Secret;
+use crate::journal::{compact_json, ChangeLogKey, JournalError, JournalWriter, NewChange, Operation};
+
+/// Advisory lock key held by the draining session.
+const DRAIN_LOCK_KEY: i64 = 0x7067_746f_6d79_0002;
+
+/// Tuning of the drain loop.
+#[derive(Debug, Clone)]
+pub struct DrainSettings {
+    /// Maximum rows journaled per batch (one fsync and one PostgreSQL transaction each).
+    pub max_batch_rows: usize,
+    /// Row-image bytes after which a batch is closed early, to bound memory.
+    pub max_batch_bytes: usize,
+    /// Rows fetched per round trip inside a batch.
+    pub fetch_rows: i32,
+    /// How often to look for changes when no notification arrives. Notifications are only a
+    /// wake-up; this interval bounds the delay when one is lost.
+    pub poll_interval: Duration,
+}
+
+impl Default for DrainSettings {
+    fn default() -> Self {
+        DrainSettings {
+            max_batch_rows: 5_000,
+            max_batch_bytes: 8 * 1024 * 1024,
+            fetch_rows: 500,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Errors of the capture stage.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// A PostgreSQL call failed; the session reconnects.
+    #[error("failed to {action}")]
+    Postgres {
+        /// What was being done.
+        action: &'static str,
+        /// The cause.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The connection to PostgreSQL closed.
+    #[error("the connection to PostgreSQL closed")]
+    ConnectionClosed,
+    /// Another process drains the same change log.
+    #[error(
+        "another pg-to-mysql-sync process is draining this PostgreSQL database; stop it first"
+    )]
+    AlreadyDraining,
+    /// A change-log row has content that no trigger of this version writes.
+    #[error("change-log row {cid} is invalid: {reason}")]
+    InvalidRow {
+        /// The change-log id.
+        cid: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The journal failed; this stops the daemon.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl CaptureError {
+    /// Whether reconnecting and trying again can help.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CaptureError::Postgres { .. } | CaptureError::ConnectionClosed | CaptureError::AlreadyDraining
+        )
+    }
+}
+
+fn pg_error(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> CaptureError {
+    move |source| CaptureError::Postgres { action, source }
+}
+
+/// The capture stage: owns the journal writer and drains the change log until shutdown.
+pub struct Drainer {
+    pg_url: Secret,
+    settings: DrainSettings,
+    writer: Option<JournalWriter>,
+    pending_keys: Vec<ChangeLogKey>,
+    durable_seq: watch::Sender<u64>,
+}
+
+impl Drainer {
+    /// Creates the drainer. `pending_keys` are the rows of the last journaled batch, from
+    /// journal recovery; `durable_seq` receives the last durable sequence number.
+    pub fn new(
+        pg_url: Secret,
+        settings: DrainSettings,
+        writer: JournalWriter,
+        pending_keys: Vec<ChangeLogKey>,
+        durable_seq: watch::Sender<u64>,
+    ) -> Self {
+        Drainer { pg_url, settings, writer: Some(writer), pending_keys, durable_seq }
+    }
+
+    /// Drains until `shutdown`, reconnecting with backoff after transient errors. Returns an
+    /// error only for failures that need an operator, such as a journal write error.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), CaptureError> {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        while !shutdown.is_cancelled() {
+            let error = match self.session(&shutdown, &mut backoff).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_transient() => error,
+                Err(error) => {
+                    error!(error = %error, "capture stopped");
+                    return Err(error);
+                }
+            };
+            let delay = backoff.next_delay();
+            warn!(
+                error = %error,
+                attempt = backoff.attempt(),
+                delay_ms = delay.as_millis() as u64,
+                "capture failed, reconnecting to PostgreSQL"
+            );
+            if !sleep_or_shutdown(delay, &shutdown).await {
+                break;
+            }
+        }
+        info!("capture stopped");
+
+        Ok(())
+    }
+
+    /// One connection's lifetime: connect, listen, then drain on every wake-up.
+    async fn session(
+        &mut self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), CaptureError> {
+        let (mut client, wake, closed) = connect(&self.pg_url).await?;
+        client
+            .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+            .await
+            .map_err(pg_error("listen for notifications"))?;
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&DRAIN_LOCK_KEY])
+            .await
+            .map_err(pg_error("take the drain lock"))?
+            .get(0);
+        if !locked {
+            return Err(CaptureError::AlreadyDraining);
+        }
+        info!("capture connected to PostgreSQL");
+        self.delete_pending(&mut client).await?;
+        backoff.reset();
+
+        loop {
+            // Drain everything visible; a full batch means more may be waiting.
+            while self.drain_batch(&mut client).await? >= self.settings.max_batch_rows {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = closed.cancelled() => return Err(CaptureError::ConnectionClosed),
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Deletes change-log rows that are already journaled but whose deletion may not have
+    /// committed.
+    async fn delete_pending(&mut self, client: &mut Client) -> Result<(), CaptureError> {
+        if self.pending_keys.is_empty() {
+            return Ok(());
+        }
+        let tx = client.transaction().await.map_err(pg_error("begin a transaction"))?;
+        let deleted = delete_keys(&tx, &self.pending_keys).await?;
+        tx.commit().await.map_err(pg_error("commit the deletion of journaled rows"))?;
+        info!(
+            rows = self.pending_keys.len(),
+            deleted,
+            "removed change-log rows journaled before the last stop"
+        );
+        self.pending_keys.clear();
+
+        Ok(())
+    }
+
+    /// Moves one batch from the change log to the journal. Returns the number of rows moved.
+    async fn drain_batch(&mut self, client: &mut Client) -> Result<usize, CaptureError> {
+        let tx = client.transaction().await.map_err(pg_error("begin a transaction"))?;
+        let statement = tx
+            .prepare(&format!(
+                "SELECT id, txid, table_name, op::text, new_row::text, old_key::text \
+                 FROM {CAPTURE_SCHEMA}.change_log ORDER BY id LIMIT {}",
+                self.settings.max_batch_rows
+            ))
+            .await
+            .map_err(pg_error("prepare the change-log query"))?;
+        let portal = tx.bind(&statement, &[]).await.map_err(pg_error("query the change log"))?;
+
+        let mut changes = Vec::new();
+        let mut keys = Vec::new();
+        let mut bytes = 0;
+        while changes.len() < self.settings.max_batch_rows && bytes < self.settings.max_batch_bytes {
+            let rows = tx
+                .query_portal(&portal, self.settings.fetch_rows)
+                .await
+                .map_err(pg_error("read the change log"))?;
+            let done = rows.len() < self.settings.fetch_rows as usize;
+            for row in rows {
+                let change = change_from_row(&row)?;
+                bytes += change.new.as_ref().map_or(0, |raw| raw.get().len());
+                keys.push(ChangeLogKey { cid: change.cid, xid: change.xid });
+                changes.push(change);
+            }
+            if done {
+                break;
+            }
+        }
+        if changes.is_empty() {
+            return Ok(0);
+        }
+
+        let count = changes.len();
+        let appended = self.append(changes).await?;
+        self.pending_keys = keys;
+        // The records are durable from here on, whether or not the delete below commits.
+        self.durable_seq.send_replace(appended.last_seq);
+        debug!(rows = count, batch = appended.batch, last_seq = appended.last_seq, "journaled batch");
+
+        delete_keys(&tx, &self.pending_keys).await?;
+        tx.commit().await.map_err(pg_error("commit the drained batch"))?;
+        self.pending_keys.clear();
+
+        Ok(count)
+    }
+
+    /// Appends on a blocking thread, since the write ends with an fsync.
+    async fn append(
+        &mut self,
+        changes: Vec<NewChange>,
+    ) -> Result<crate::journal::AppendedBatch, CaptureError> {
+        let mut writer = self.writer.take().expect("the writer is returned after every append");
+        let (writer, result) = tokio::task::spawn_blocking(move || {
+            let result = writer.append_batch(changes);
+            (writer, result)
+        })
+        .await
+        .expect("the journal append task does not panic");
+        self.writer = Some(writer);
+
+        Ok(result?)
+    }
+}
+
+async fn delete_keys(
+    tx: &tokio_postgres::Transaction<'_>,
+    keys: &[ChangeLogKey],
+) -> Result<u64, CaptureError> {
+    let cids: Vec<i64> = keys.iter().map(|key| key.cid).collect();
+    let xids: Vec<i64> = keys.iter().map(|key| key.xid).collect();
+    tx.execute(
+        &format!(
+            "DELETE FROM {CAPTURE_SCHEMA}.change_log c \
+             USING unnest($1::bigint[], $2::bigint[]) AS d(id, txid) \
+             WHERE c.id = d.id AND c.txid = d.txid"
+        ),
+        &[&cids, &xids],
+    )
+    .await
+    .map_err(pg_error("delete journaled rows from the change log"))
+}
+
+fn change_from_row(row: &tokio_postgres::Row) -> Result<NewChange, CaptureError> {
+    let cid: i64 = row.get(0);
+    let invalid = |reason: String| CaptureError::InvalidRow { cid, reason };
+    let code: String = row.get(3);
+    let op = Operation::from_code(&code).ok_or_else(|| invalid(format!("unknown operation `{code}`")))?;
+    let raw = |text: Option<String>| -> Result<Option<Box<RawValue>>, CaptureError> {
+        let Some(text) = text else { return Ok(None) };
+        let text = if text.contains(['\n', '\r']) { compact_json(&text) } else { text };
+        RawValue::from_string(text).map(Some).map_err(|error| invalid(format!("invalid JSON: {error}")))
+    };
+    let change = NewChange {
+        xid: row.get(1),
+        cid,
+        table: row.get(2),
+        op,
+        new: raw(row.get(4))?,
+        old: raw(row.get(5))?,
+    };
+    let shape_ok = match op {
+        Operation::Insert | Operation::Update => change.new.is_some(),
+        Operation::Delete => change.old.is_some(),
+        Operation::Truncate => true,
+    };
+    if !shape_ok {
+        return Err(invalid(format!("a {} without its row image", op.name())));
+    }
+
+    Ok(change)
+}
+
+/// Connects and spawns the connection driver. Returns the client, a wake-up signal fired on
+/// every notification, and a token cancelled when the connection closes.
+async fn connect(url: &Secret) -> Result<(Client, Arc<Notify>, CancellationToken), CaptureError> {
+    let (client, mut connection) = tokio_postgres::connect(url.expose(), NoTls)
+        .await
+        .map_err(pg_error("connect to PostgreSQL"))?;
+    let wake = Arc::new(Notify::new());
+    let closed = CancellationToken::new();
+    let (task_wake, task_closed) = (wake.clone(), closed.clone());
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => task_wake.notify_one(),
+                Ok(_) => {}
+                Err(error) => {
+                    debug!(error = %error, "PostgreSQL connection ended");
+                    break;
+                }
+            }
+        }
+        task_closed.cancel();
+    });
+
+    Ok((client, wake, closed))
+}

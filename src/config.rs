@@ -1,0 +1,425 @@
+//! Configuration: loading, defaults and validation.
+//!
+//! Values come from `.env` in the working directory, then from real environment variables,
+//! then from command-line flags; a later source wins. The binary loads `.env` with `dotenvy`
+//! before it parses flags, and clap reads each key from the environment, which gives that
+//! order. Validation happens here, before any connection is made, so a bad value stops the
+//! program with a message that names the key and the fix.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::Args;
+
+/// Default journal directory, relative to the working directory as in the original service.
+pub const DEFAULT_DATA_DIR: &str = "./datalog";
+
+/// Command-line flags and environment keys shared by the commands that touch the databases.
+#[derive(Debug, Clone, Args)]
+pub struct SettingsArgs {
+    /// PostgreSQL connection URL, e.g. postgres://user:password@host:5432/db.
+    #[arg(long, env = "PG_DATABASE_URL", hide_env_values = true)]
+    pub pg_database_url: Option<String>,
+
+    /// MySQL or MariaDB connection URL with the target database, e.g.
+    /// mysql://user:password@host:3306/db.
+    #[arg(long, env = "MYSQL_DATABASE_URL", hide_env_values = true)]
+    pub mysql_database_url: Option<String>,
+
+    /// Comma-separated schema-qualified PostgreSQL tables to sync, e.g. public.orders,sales.items.
+    #[arg(long, env = "SYNC_TABLES")]
+    pub sync_tables: Option<String>,
+
+    /// When changes are applied to MySQL. Only `automatic` is available in this version.
+    #[arg(long, env = "MODE", default_value = "automatic")]
+    pub mode: String,
+
+    /// Directory of the journal (the local change buffer) and its lock file.
+    #[arg(long, env = "DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+/// A value whose text must never reach logs or terminal output, such as a URL with a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// Returns the secret text, for handing to a database driver.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// When the apply stage runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Apply continuously as changes arrive.
+    Automatic,
+}
+
+impl FromStr for Mode {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "automatic" => Ok(Mode::Automatic),
+            "manual" | "auto-check" => Err(ConfigError::Invalid {
+                key: "MODE",
+                reason: format!(
+                    "mode `{value}` is not available in this version; use MODE=automatic"
+                ),
+            }),
+            _ => Err(ConfigError::Invalid {
+                key: "MODE",
+                reason: format!("unknown mode `{value}`; use MODE=automatic"),
+            }),
+        }
+    }
+}
+
+/// A schema-qualified PostgreSQL table name, as stored in the catalog (case preserved).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    /// Schema name.
+    pub schema: String,
+    /// Table name within the schema; also the name of the MySQL target table.
+    pub name: String,
+}
+
+impl TableName {
+    /// Parses `schema.table`, where either part may be double-quoted as in SQL. Unquoted parts
+    /// fold to lower case, as PostgreSQL does.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts = split_identifiers(text.trim())?;
+        match parts.as_slice() {
+            [schema, name] => Ok(TableName { schema: schema.clone(), name: name.clone() }),
+            [_] => Err(format!(
+                "table `{text}` is not schema-qualified; write it as schema.table, e.g. public.{text}"
+            )),
+            _ => Err(format!("table `{text}` has too many dots; write it as schema.table")),
+        }
+    }
+
+    /// The name as PostgreSQL SQL, with both parts quoted.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_pg_ident(&self.schema), quote_pg_ident(&self.name))
+    }
+
+    /// The name as stored in change-log rows and journal records: `schema.table`, unquoted.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// Quotes a PostgreSQL identifier.
+pub fn quote_pg_ident(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Splits `a.b` into identifiers, honouring double quotes and folding unquoted ones.
+fn split_identifiers(text: &str) -> Result<Vec<String>, String> {
+    let mut parts = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => part.push(c),
+                    None => return Err(format!("table `{text}` has an unclosed double quote")),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' {
+                    break;
+                }
+                part.extend(c.to_lowercase());
+                chars.next();
+            }
+        }
+        if part.is_empty() {
+            return Err(format!("table `{text}` has an empty name part"));
+        }
+        parts.push(part);
+        match chars.next() {
+            None => return Ok(parts),
+            Some('.') => continue,
+            Some(c) => return Err(format!("table `{text}` has `{c}` after a quoted name")),
+        }
+    }
+}
+
+/// Validated settings for the commands that connect to both databases.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// PostgreSQL URL (contains a password).
+    pub pg_url: Secret,
+    /// MySQL URL (contains a password); its path names the target database.
+    pub mysql_url: Secret,
+    /// The target database named in the MySQL URL.
+    pub mysql_database: String,
+    /// When changes are applied.
+    pub mode: Mode,
+    /// Journal directory.
+    pub data_dir: PathBuf,
+    /// Synced tables, in the order given.
+    pub tables: Vec<TableName>,
+}
+
+/// Why the configuration is unusable. Each message names the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required key has no value in `.env`, the environment or the flags.
+    #[error("{key} is missing: set it in .env, in the environment or with --{flag}; {example}")]
+    Missing {
+        /// The environment key.
+        key: &'static str,
+        /// The matching command-line flag.
+        flag: &'static str,
+        /// An example value.
+        example: &'static str,
+    },
+    /// A key has a value that cannot be used.
+    #[error("{key} is invalid: {reason}")]
+    Invalid {
+        /// The environment key.
+        key: &'static str,
+        /// What is wrong and how to fix it; never contains a secret.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Validates raw settings.
+    pub fn from_args(args: &SettingsArgs) -> Result<Self, ConfigError> {
+        let pg_url = require(
+            &args.pg_database_url,
+            "PG_DATABASE_URL",
+            "pg-database-url",
+            "e.g. postgres://sync:password@127.0.0.1:5432/app",
+        )?;
+        validate_pg_url(&pg_url)?;
+
+        let mysql_url = require(
+            &args.mysql_database_url,
+            "MYSQL_DATABASE_URL",
+            "mysql-database-url",
+            "e.g. mysql://sync:password@127.0.0.1:3306/app",
+        )?;
+        let mysql_database = validate_mysql_url(&mysql_url)?;
+
+        let tables_text = require(
+            &args.sync_tables,
+            "SYNC_TABLES",
+            "sync-tables",
+            "e.g. public.orders,public.customers",
+        )?;
+        let tables = parse_table_list(&tables_text)?;
+
+        let mode = args.mode.trim().parse()?;
+        if args.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "DATA_DIR",
+                reason: format!("the path is empty; leave it unset for {DEFAULT_DATA_DIR}"),
+            });
+        }
+
+        Ok(Config {
+            pg_url: Secret::new(pg_url),
+            mysql_url: Secret::new(mysql_url),
+            mysql_database,
+            mode,
+            data_dir: args.data_dir.clone(),
+            tables,
+        })
+    }
+}
+
+fn require(
+    value: &Option<String>,
+    key: &'static str,
+    flag: &'static str,
+    example: &'static str,
+) -> Result<String, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        Some(text) if !text.is_empty() => Ok(text.to_string()),
+        _ => Err(ConfigError::Missing { key, flag, example }),
+    }
+}
+
+fn validate_pg_url(url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError::Invalid {
+            key: "PG_DATABASE_URL",
+            reason: "the URL must start with postgres:// or postgresql://".to_string(),
+        });
+    }
+    // NOTE: tokio-postgres's parse errors describe the bad part without echoing the URL, so
+    // their text is safe to show.
+    let parsed = tokio_postgres::Config::from_str(url).map_err(|error| ConfigError::Invalid {
+        key: "PG_DATABASE_URL",
+        reason: format!("the URL cannot be parsed: {error}"),
+    })?;
+    if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(ConfigError::Invalid {
+            key: "PG_DATABASE_URL",
+            reason: "sslmode=require is not supported yet; connect over a trusted network or \
+                     an SSH tunnel and remove sslmode"
+                .to_string(),
+        });
+    }
+
+    Ok(())
+}
+
+fn validate_mysql_url(url: &str) -> Result<String, ConfigError> {
+    if !url.starts_with("mysql://") {
+        return Err(ConfigError::Invalid {
+            key: "MYSQL_DATABASE_URL",
+            reason: "the URL must start with mysql://".to_string(),
+        });
+    }
+    // UrlError's messages name parameters, never the user-info part that holds the password.
+    let opts = mysql_async::Opts::from_url(url).map_err(|error| ConfigError::Invalid {
+        key: "MYSQL_DATABASE_URL",
+        reason: format!("the URL cannot be parsed: {error}"),
+    })?;
+    match opts.db_name() {
+        Some(name) if !name.is_empty() => Ok(name.to_string()),
+        _ => Err(ConfigError::Invalid {
+            key: "MYSQL_DATABASE_URL",
+            reason: "the URL names no database; add it as the path, e.g. mysql://user:pw@host:3306/app"
+                .to_string(),
+        }),
+    }
+}
+
+/// Parses `SYNC_TABLES`. Each PostgreSQL table maps to the MySQL table of the same name, so two
+/// tables of one name in different schemas would collide and are rejected.
+fn parse_table_list(text: &str) -> Result<Vec<TableName>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { key: "SYNC_TABLES", reason };
+    let mut tables: Vec<TableName> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        let table = TableName::parse(item).map_err(invalid)?;
+        if let Some(other) = tables.iter().find(|t| t.name.eq_ignore_ascii_case(&table.name)) {
+            return Err(invalid(format!(
+                "`{other}` and `{table}` would both sync to the MySQL table `{}`; list only one",
+                table.name
+            )));
+        }
+        tables.push(table);
+    }
+    if tables.is_empty() {
+        return Err(invalid("the list is empty; e.g. SYNC_TABLES=public.orders".to_string()));
+    }
+
+    Ok(tables)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> SettingsArgs {
+        SettingsArgs {
+            pg_database_url: Some("postgres://u:secretpw@127.0.0.1:5432/db".into()),
+            mysql_database_url: Some("mysql://u:secretpw@127.0.0.1:3306/app".into()),
+            sync_tables: Some("public.orders, \"Sales\".\"Line.Items\"".into()),
+            mode: "automatic".into(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+        }
+    }
+
+    #[test]
+    fn valid_settings_parse() {
+        let config = Config::from_args(&args()).unwrap();
+        assert_eq!(config.mysql_database, "app");
+        assert_eq!(config.tables[0], TableName { schema: "public".into(), name: "orders".into() });
+        assert_eq!(
+            config.tables[1],
+            TableName { schema: "Sales".into(), name: "Line.Items".into() }
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let config = Config::from_args(&args()).unwrap();
+        let text = format!("{config:?}");
+        assert!(!text.contains("secretpw"), "{text}");
+    }
+
+    #[test]
+    fn missing_url_names_the_key() {
+        let mut raw = args();
+        raw.pg_database_url = None;
+        let message = Config::from_args(&raw).unwrap_err().to_string();
+        assert!(message.starts_with("PG_DATABASE_URL is missing"), "{message}");
+    }
+
+    #[test]
+    fn mysql_url_without_database_is_rejected() {
+        let mut raw = args();
+        raw.mysql_database_url = Some("mysql://u:secretpw@127.0.0.1:3306".into());
+        let message = Config::from_args(&raw).unwrap_err().to_string();
+        assert!(message.contains("names no database"), "{message}");
+        assert!(!message.contains("secretpw"), "{message}");
+    }
+
+    #[test]
+    fn unqualified_table_is_rejected() {
+        let mut raw = args();
+        raw.sync_tables = Some("orders".into());
+        let message = Config::from_args(&raw).unwrap_err().to_string();
+        assert!(message.contains("not schema-qualified"), "{message}");
+    }
+
+    #[test]
+    fn colliding_table_names_are_rejected() {
+        let mut raw = args();
+        raw.sync_tables = Some("a.orders,b.Orders".into());
+        let message = Config::from_args(&raw).unwrap_err().to_string();
+        assert!(message.contains("would both sync"), "{message}");
+    }
+
+    #[test]
+    fn other_modes_are_rejected() {
+        for mode in ["manual", "auto-check", "fast"] {
+            let mut raw = args();
+            raw.mode = mode.into();
+            let message = Config::from_args(&raw).unwrap_err().to_string();
+            assert!(message.starts_with("MODE is invalid"), "{message}");
+            assert!(message.contains("MODE=automatic"), "{message}");
+        }
+    }
+
+    #[test]
+    fn unquoted_names_fold_to_lower_case() {
+        let table = TableName::parse("Public.Orders").unwrap();
+        assert_eq!(table.qualified(), "public.orders");
+    }
+}

@@ -1,0 +1,150 @@
+//! The daemon: runs capture and apply side by side until a signal arrives.
+//!
+//! Start-up order: open the journal (lock and recovery), read the table definitions and check
+//! the capture objects in PostgreSQL, then start both stages. On SIGTERM or SIGINT both stages
+//! stop taking work; a journal batch or MySQL transaction in flight finishes or is not started,
+//! and the process exits 0.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::apply::{ApplySettings, Applier};
+use crate::backoff::{sleep_or_shutdown, Backoff};
+use crate::capture::{self, DrainSettings, Drainer};
+use crate::config::Config;
+use crate::journal::{Journal, DEFAULT_MAX_SEGMENT_BYTES};
+use crate::schema::{load_table_schemas, TableSchema};
+
+/// Runs the daemon until a shutdown signal, or until a stage fails in a way that needs an
+/// operator.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+
+    let mut journal = Journal::open(&config.data_dir, DEFAULT_MAX_SEGMENT_BYTES)
+        .with_context(|| format!("open the journal in {}", config.data_dir.display()))?;
+    let recovery = journal.recovery().clone();
+    if recovery.truncated_bytes > 0 {
+        warn!(
+            bytes = recovery.truncated_bytes,
+            next_seq = recovery.next_seq,
+            "journal ended in a torn record, left by a crash during a write; truncated it. The \
+             changes it held are still in the PostgreSQL change log"
+        );
+    }
+    info!(
+        journal_id = journal.id(),
+        data_dir = %config.data_dir.display(),
+        next_seq = recovery.next_seq,
+        "journal opened"
+    );
+
+    let Some(schemas) = load_schemas(&config, &shutdown).await? else {
+        info!("stopped before start-up finished");
+        return Ok(());
+    };
+
+    let writer = journal.take_writer().expect("a freshly opened journal has its writer");
+    let (durable_tx, durable_rx) = watch::channel(recovery.next_seq - 1);
+    let (applied_tx, _applied_rx) = watch::channel(0);
+    let drainer = Drainer::new(
+        config.pg_url.clone(),
+        DrainSettings::default(),
+        writer,
+        recovery.last_batch_keys.clone(),
+        durable_tx,
+    );
+    let applier = Applier::new(
+        config.mysql_url.clone(),
+        journal.dir().to_path_buf(),
+        journal.id().to_string(),
+        schemas,
+        ApplySettings::default(),
+        durable_rx,
+        applied_tx,
+    );
+
+    let mut capture_task = tokio::spawn(drainer.run(shutdown.clone()));
+    let mut apply_task = tokio::spawn(applier.run(shutdown.clone()));
+    info!(mode = "automatic", tables = config.tables.len(), "daemon started");
+
+    // Whichever stage ends first, stop the other one too.
+    let (capture_result, apply_result) = tokio::select! {
+        result = &mut capture_task => {
+            shutdown.cancel();
+            (result, apply_task.await)
+        }
+        result = &mut apply_task => {
+            shutdown.cancel();
+            (capture_task.await, result)
+        }
+    };
+    capture_result.context("capture task panicked")?.context("capture failed")?;
+    apply_result.context("apply task panicked")?.context("apply failed")?;
+    info!("daemon stopped");
+
+    Ok(())
+}
+
+/// Reads table definitions and checks the capture objects, retrying while PostgreSQL is
+/// unreachable. Returns `None` if shutdown was requested first.
+async fn load_schemas(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Vec<TableSchema>>> {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        match tokio_postgres::connect(config.pg_url.expose(), NoTls).await {
+            Ok((client, connection)) => {
+                let driver = tokio::spawn(connection);
+                let result = load_and_verify(&client, config).await;
+                drop(client);
+                let _ = driver.await;
+                return result.map(Some);
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                warn!(
+                    error = %error,
+                    attempt = backoff.attempt(),
+                    delay_ms = delay.as_millis() as u64,
+                    "cannot connect to PostgreSQL, retrying"
+                );
+                if !sleep_or_shutdown(delay, shutdown).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+async fn load_and_verify(
+    client: &tokio_postgres::Client,
+    config: &Config,
+) -> anyhow::Result<Vec<TableSchema>> {
+    let schemas = load_table_schemas(client, &config.tables).await?;
+    capture::verify(client, &config.tables).await?;
+
+    Ok(schemas)
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        info!(signal = name, "shutting down");
+        shutdown.cancel();
+    });
+
+    Ok(())
+}

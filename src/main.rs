@@ -1,0 +1,155 @@
+//! The `pg-to-mysql-sync` command: parses flags, sets up logging, then runs one command.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pg_to_mysql_sync::config::{Config, SettingsArgs};
+use pg_to_mysql_sync::telemetry::{init_tracing, LogFormat};
+use pg_to_mysql_sync::{apply, capture, daemon, schema};
+use tokio_postgres::NoTls;
+
+/// Keeps MySQL and MariaDB tables in step with PostgreSQL tables.
+#[derive(Debug, Parser)]
+#[command(name = "pg-to-mysql-sync", version)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: capture changes from PostgreSQL and apply them to MySQL.
+    Run(SettingsArgs),
+    /// Install the capture triggers in PostgreSQL and the checkpoint table in MySQL.
+    /// Safe to run again, e.g. after changing SYNC_TABLES.
+    Setup(SettingsArgs),
+    /// Remove the capture objects from PostgreSQL and the checkpoint table from MySQL.
+    Teardown {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Drop changes that are captured but not yet synced.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    // `.env` first, so that real environment variables and flags override it.
+    let env_file = dotenvy::dotenv();
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    if let Err(error) = env_file {
+        if !error.not_found() {
+            eprintln!("error: .env in the working directory is invalid: {error}");
+            return ExitCode::from(2);
+        }
+    }
+
+    let settings = match &cli.command {
+        Command::Run(settings) | Command::Setup(settings) => settings,
+        Command::Teardown { settings, .. } => settings,
+    };
+    let config = match Config::from_args(settings) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if rustls::crypto::aws_lc_rs::default_provider().install_default().is_err() {
+        eprintln!("error: a TLS crypto provider was already installed");
+        return ExitCode::FAILURE;
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(_) => daemon::run(config).await,
+            Command::Setup(_) => setup(&config).await,
+            Command::Teardown { force, .. } => teardown(&config, force).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect_pg(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(config.pg_url.expose(), NoTls)
+        .await
+        .context("connect to PostgreSQL")?;
+    tokio::spawn(connection);
+
+    Ok(client)
+}
+
+async fn setup(config: &Config) -> anyhow::Result<()> {
+    let mut pg = connect_pg(config).await?;
+    let schemas = schema::load_table_schemas(&pg, &config.tables).await?;
+
+    let mut mysql = apply::connect(&config.mysql_url)
+        .await
+        .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+        .context("connect to MySQL")?;
+    let plans: Vec<apply::TablePlan> = schemas.iter().cloned().map(apply::TablePlan::new).collect();
+    let problems = apply::check_target_tables(&mut mysql, plans.iter())
+        .await
+        .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+        .context("check the MySQL tables")?;
+    if !problems.is_empty() {
+        anyhow::bail!("the MySQL target is not ready:\n{}", problems.join("\n"));
+    }
+    apply::ensure_checkpoint_table(&mut mysql)
+        .await
+        .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+        .context("create the checkpoint table in MySQL")?;
+
+    let report = capture::install(&mut pg, &schemas).await?;
+    for table in &report.tables {
+        println!("capturing {table}");
+    }
+    for relation in &report.removed {
+        println!("removed capture triggers from {relation} (not in SYNC_TABLES)");
+    }
+    println!(
+        "setup complete: {} tables; checkpoint table `{}` ready in MySQL",
+        report.tables.len(),
+        apply::CHECKPOINT_TABLE
+    );
+
+    Ok(())
+}
+
+async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
+    let mut pg = connect_pg(config).await?;
+    capture::uninstall(&mut pg, force).await?;
+    println!("removed schema {} from PostgreSQL", capture::CAPTURE_SCHEMA);
+
+    let mut mysql = apply::connect(&config.mysql_url)
+        .await
+        .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+        .context("connect to MySQL")?;
+    apply::drop_checkpoint_table(&mut mysql)
+        .await
+        .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+        .context("drop the checkpoint table")?;
+    println!("removed table `{}` from MySQL", apply::CHECKPOINT_TABLE);
+    println!("the journal in {} can be deleted", config.data_dir.display());
+
+    Ok(())
+}
