@@ -50,4 +50,8 @@ export PGSYNC_TEST_SERVERS_SCRIPT=$servers_script
 
 status=0
 cargo test --locked --all-targets -- --test-threads=4 "$@" || status=$?
+# Tests marked #[ignore] stop or restart a shared server, so they run alone, one at a time.
+if ((status == 0)); then
+  cargo test --locked --test main -- --ignored --test-threads=1 "$@" || status=$?
+fi
 exit "$status"

@@ -13,14 +13,11 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::value::write_literal;
-use crate::journal::{JournalRecord, Operation};
+use crate::journal::{parse_row_image, JournalRecord, Operation};
 use crate::schema::TableSchema;
 
 /// Size limits for one statement.
@@ -199,36 +196,12 @@ pub fn quote_mysql_ident(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
 }
 
-/// A row image as (column, raw value) pairs in document order, borrowed from the record.
-struct RowImage<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for RowImage<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ImageVisitor;
-        impl<'de> Visitor<'de> for ImageVisitor {
-            type Value = RowImage<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object of column values")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((name, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    pairs.push((name, value));
-                }
-                Ok(RowImage(pairs))
-            }
-        }
-        deserializer.deserialize_map(ImageVisitor)
-    }
-}
-
 fn parse_image<'a>(
     plan: &TablePlan,
     record: &JournalRecord,
     raw: &'a RawValue,
 ) -> Result<Vec<(Cow<'a, str>, &'a RawValue)>, PlanError> {
-    serde_json::from_str::<RowImage<'a>>(raw.get())
-        .map(|image| image.0)
+    parse_row_image(raw)
         .map_err(|_| plan.shape_error(record, "the row image is not a JSON object".to_string()))
 }
 

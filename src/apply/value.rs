@@ -37,9 +37,11 @@ pub fn write_literal(out: &mut String, pg_type: PgType, raw: &RawValue) -> Resul
             write_string(out, &json_string(text)?);
             Ok(())
         }
-        // MySQL's JSON type (MariaDB's alias for LONGTEXT) takes the document as a string.
+        // Capture sends documents as their text in a JSON string, so that a JSON null stays
+        // distinct from SQL NULL. MySQL's JSON type (MariaDB's alias for LONGTEXT) takes the
+        // document as a string literal.
         PgType::Json | PgType::Jsonb => {
-            write_string(out, text);
+            write_string(out, &json_string(text)?);
             Ok(())
         }
         PgType::Bytea => write_bytea(out, &json_string(text)?),
@@ -317,9 +319,11 @@ mod tests {
     #[test]
     fn json_documents_are_quoted_verbatim() {
         assert_eq!(
-            literal(PgType::Jsonb, r#"{"a": "x'y", "n": 1.10}"#).unwrap(),
+            literal(PgType::Jsonb, r#""{\"a\": \"x'y\", \"n\": 1.10}""#).unwrap(),
             r#"'{"a": "x''y", "n": 1.10}'"#
         );
+        assert_eq!(literal(PgType::Json, r#""null""#).unwrap(), "'null'");
+        assert_eq!(literal(PgType::Json, "null").unwrap(), "NULL");
     }
 
     #[test]

@@ -31,7 +31,10 @@ use tracing::{debug, error, info, warn};
 use super::install::{CAPTURE_SCHEMA, NOTIFY_CHANNEL};
 use crate::backoff::{sleep_or_shutdown, Backoff};
 use crate::config::Secret;
-use crate::journal::{compact_json, ChangeLogKey, JournalError, JournalWriter, NewChange, Operation};
+use crate::journal::{
+    compact_json, parse_row_image, write_row_image, ChangeLogKey, JournalError, JournalWriter,
+    NewChange, Operation,
+};
 
 /// Advisory lock key held by the draining session.
 const DRAIN_LOCK_KEY: i64 = 0x7067_746f_6d79_0002;
@@ -136,7 +139,7 @@ impl Drainer {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         while !shutdown.is_cancelled() {
             let error = match self.session(&shutdown, &mut backoff).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => break,
                 Err(error) if error.is_transient() => error,
                 Err(error) => {
                     error!(error = %error, "capture stopped");
@@ -222,7 +225,7 @@ impl Drainer {
         let tx = client.transaction().await.map_err(pg_error("begin a transaction"))?;
         let statement = tx
             .prepare(&format!(
-                "SELECT id, txid, table_name, op::text, new_row::text, old_key::text \
+                "SELECT id, txid, table_name, op::text, new_row::text, old_key::text, json_text::text \
                  FROM {CAPTURE_SCHEMA}.change_log ORDER BY id LIMIT {}",
                 self.settings.max_batch_rows
             ))
@@ -313,14 +316,11 @@ fn change_from_row(row: &tokio_postgres::Row) -> Result<NewChange, CaptureError>
         let text = if text.contains(['\n', '\r']) { compact_json(&text) } else { text };
         RawValue::from_string(text).map(Some).map_err(|error| invalid(format!("invalid JSON: {error}")))
     };
-    let change = NewChange {
-        xid: row.get(1),
-        cid,
-        table: row.get(2),
-        op,
-        new: raw(row.get(4))?,
-        old: raw(row.get(5))?,
-    };
+    let mut new = raw(row.get(4))?;
+    if let (Some(image), Some(json_text)) = (&new, raw(row.get(6))?) {
+        new = Some(replace_json_columns(image, &json_text).map_err(invalid)?);
+    }
+    let change = NewChange { xid: row.get(1), cid, table: row.get(2), op, new, old: raw(row.get(5))? };
     let shape_ok = match op {
         Operation::Insert | Operation::Update => change.new.is_some(),
         Operation::Delete => change.old.is_some(),
@@ -331,6 +331,21 @@ fn change_from_row(row: &tokio_postgres::Row) -> Result<NewChange, CaptureError>
     }
 
     Ok(change)
+}
+
+/// Replaces the values of `json` and `jsonb` columns in a row image with their text, as a JSON
+/// string (or null for SQL NULL), taken from the trigger's `json_text` object.
+fn replace_json_columns(image: &RawValue, json_text: &RawValue) -> Result<Box<RawValue>, String> {
+    let mut values = parse_row_image(image).map_err(|error| format!("invalid row image: {error}"))?;
+    let texts = parse_row_image(json_text).map_err(|error| format!("invalid json_text: {error}"))?;
+    for (name, text) in texts {
+        match values.iter_mut().find(|(column, _)| *column == name) {
+            Some(entry) => entry.1 = text,
+            None => return Err(format!("json_text names column {name}, which the row lacks")),
+        }
+    }
+
+    Ok(write_row_image(&values))
 }
 
 /// Connects and spawns the connection driver. Returns the client, a wake-up signal fired on

@@ -17,10 +17,10 @@
 use tokio_postgres::Client;
 
 use crate::config::{quote_pg_ident, TableName};
-use crate::schema::TableSchema;
+use crate::schema::{Column, PgType, TableSchema};
 
 /// Schema that holds the capture objects.
-pub const CAPTURE_SCHEMA: &str = "pg_to_mysql_sync";
+pub const CAPTURE_SCHEMA: &str = "pg2mysql_sync";
 /// `LISTEN` channel for the wake-up notifications.
 pub const NOTIFY_CHANNEL: &str = "pg_to_mysql_sync";
 /// Name prefix of the capture triggers on synced tables.
@@ -45,6 +45,9 @@ pub enum InstallError {
     /// Capture objects are missing or do not match the configuration.
     #[error("{0}")]
     NotInstalled(String),
+    /// A table cannot be captured as it is.
+    #[error("{0}")]
+    Unsupported(String),
     /// Teardown would drop changes that the daemon has not drained.
     #[error(
         "the change log still holds {0} changes that were not synced; run the daemon until the \
@@ -74,6 +77,10 @@ pub async fn install(
     tables: &[TableSchema],
 ) -> Result<InstallReport, InstallError> {
     let tx = client.transaction().await.map_err(sql_error("begin the setup transaction"))?;
+    // DROP TRIGGER IF EXISTS reports missing triggers as notices, which are noise here.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(sql_error("set client_min_messages"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SETUP_LOCK_KEY])
         .await
         .map_err(sql_error("take the setup lock"))?;
@@ -81,6 +88,15 @@ pub async fn install(
 
     let mut report = InstallReport::default();
     for table in tables {
+        let json_count =
+            table.columns.iter().filter(|c| matches!(c.pg_type, PgType::Json | PgType::Jsonb)).count();
+        if json_count > MAX_JSON_COLUMNS {
+            return Err(InstallError::Unsupported(format!(
+                "table {} has {json_count} json and jsonb columns; at most {MAX_JSON_COLUMNS} \
+                 are supported, so remove the table from SYNC_TABLES or split it",
+                table.name
+            )));
+        }
         let oid: u32 = tx
             .query_one("SELECT $1::text::regclass::oid", &[&table.name.quoted()])
             .await
@@ -243,23 +259,55 @@ fn change_log_ddl() -> String {
              table_name text NOT NULL,
              op \"char\" NOT NULL,
              new_row json,
-             old_key json
+             old_key json,
+             json_text json
          ) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000);
+         ALTER TABLE {CAPTURE_SCHEMA}.change_log ADD COLUMN IF NOT EXISTS json_text json;
          COMMENT ON TABLE {CAPTURE_SCHEMA}.change_log IS
              'Changes captured by pg-to-mysql-sync, deleted once they are in its journal';"
     )
 }
 
+/// Most `json` and `jsonb` columns one table may have: `json_build_object` takes at most 100
+/// arguments, a name and a value per column.
+const MAX_JSON_COLUMNS: usize = 50;
+
+/// A column value for a JSON object built in SQL. `json` and `jsonb` values are sent as their
+/// text, so that a JSON `null` document stays distinct from SQL NULL, which `to_json` of a row
+/// would write the same way.
+fn json_value_expression(column: &Column, alias: &str) -> String {
+    let value = format!("{alias}.{}", quote_pg_ident(&column.name));
+    match column.pg_type {
+        PgType::Json | PgType::Jsonb => format!("{value}::text"),
+        _ => value,
+    }
+}
+
 /// Builds the trigger functions and triggers of one table.
+///
+/// Row images come from `to_json` of the transition-table row. For tables with `json` or
+/// `jsonb` columns, the trigger also writes `json_text`, those columns' text by name; capture
+/// puts it in place of the documents before journaling (see the drain module).
 fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
     let relation = table.name.quoted();
     let table_literal = quote_literal(&table.name.qualified());
     let key_json = |alias: &str| {
         let pairs: Vec<String> = table
             .key_columns()
-            .map(|c| format!("{}, {alias}.{}", quote_literal(&c.name), quote_pg_ident(&c.name)))
+            .map(|c| format!("{}, {}", quote_literal(&c.name), json_value_expression(c, alias)))
             .collect();
         format!("json_build_object({})", pairs.join(", "))
+    };
+    let json_columns: Vec<String> = table
+        .columns
+        .iter()
+        .filter(|c| matches!(c.pg_type, PgType::Json | PgType::Jsonb))
+        .map(|c| format!("{}, {}", quote_literal(&c.name), json_value_expression(c, "n")))
+        .collect();
+    let (json_text_column, json_text_value) = if json_columns.is_empty() {
+        ("", String::new())
+    } else {
+        (", json_text", format!(", json_build_object({})", json_columns.join(", ")))
     };
     let key_match: Vec<String> = table
         .key_columns()
@@ -268,15 +316,15 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
     let insert_into = format!("INSERT INTO {CAPTURE_SCHEMA}.change_log (txid, table_name, op,");
 
     let insert_body = format!(
-        "{insert_into} new_row)
-         SELECT txid_current(), {table_literal}, 'I', to_json(n) FROM new_rows n;"
+        "{insert_into} new_row{json_text_column})
+         SELECT txid_current(), {table_literal}, 'I', to_json(n){json_text_value} FROM new_rows n;"
     );
     let update_body = format!(
         "{insert_into} old_key)
          SELECT txid_current(), {table_literal}, 'D', {old_key} FROM old_rows o
          WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE {key_match});
-         {insert_into} new_row)
-         SELECT txid_current(), {table_literal}, 'U', to_json(n) FROM new_rows n;",
+         {insert_into} new_row{json_text_column})
+         SELECT txid_current(), {table_literal}, 'U', to_json(n){json_text_value} FROM new_rows n;",
         old_key = key_json("o"),
         key_match = key_match.join(" AND "),
     );

@@ -51,7 +51,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub use record::{compact_json, JournalRecord, Operation};
+pub use record::{
+    compact_json, parse_row_image, write_row_image, JournalRecord, Operation, RowValues,
+};
 
 /// Segment size after which the writer starts a new segment. Large enough that rotation is
 /// rare, small enough that applied changes free disk space soon.

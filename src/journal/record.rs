@@ -1,5 +1,9 @@
 //! The journal record and its line encoding.
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -111,6 +115,53 @@ impl JournalRecord {
         json.push(b'}');
         serde_json::from_slice(&json).map_err(|error| format!("invalid record JSON: {error}"))
     }
+}
+
+/// Column values of a row image as (column, raw value) pairs in document order, borrowed
+/// from the image's text.
+pub type RowValues<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+
+struct RowImage<'a>(RowValues<'a>);
+
+impl<'de> Deserialize<'de> for RowImage<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ImageVisitor;
+        impl<'de> Visitor<'de> for ImageVisitor {
+            type Value = RowImage<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of column values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(pair) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    pairs.push(pair);
+                }
+                Ok(RowImage(pairs))
+            }
+        }
+        deserializer.deserialize_map(ImageVisitor)
+    }
+}
+
+/// Splits a row image (a JSON object) into its column values, keeping each value's text.
+pub fn parse_row_image(raw: &RawValue) -> Result<RowValues<'_>, serde_json::Error> {
+    serde_json::from_str::<RowImage<'_>>(raw.get()).map(|image| image.0)
+}
+
+/// Writes column values back as a JSON object, values verbatim.
+pub fn write_row_image(values: &[(Cow<'_, str>, &RawValue)]) -> Box<RawValue> {
+    let mut text = String::from("{");
+    for (index, (name, value)) in values.iter().enumerate() {
+        if index > 0 {
+            text.push(',');
+        }
+        text.push_str(&serde_json::to_string(name.as_ref()).expect("a string always serializes"));
+        text.push(':');
+        text.push_str(value.get());
+    }
+    text.push('}');
+
+    RawValue::from_string(text).expect("joined JSON values form a valid object")
 }
 
 /// Removes white space outside strings from JSON text, so that a row image fits on one line.

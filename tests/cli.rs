@@ -1,0 +1,166 @@
+//! Commands, configuration errors and the guards around them.
+
+use std::time::Duration;
+
+use crate::support::{items_pipeline, Databases, Pipeline, ITEMS_MYSQL, ITEMS_PG};
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_is_idempotent_and_teardown_guards_pending_changes() {
+    let databases = Databases::create("setup").await;
+    let pipeline = items_pipeline(&databases).await;
+    pipeline.setup();
+    let triggers = databases
+        .pg_rows("SELECT count(*)::text FROM pg_trigger WHERE tgrelid = 'items'::regclass AND NOT tgisinternal")
+        .await;
+    assert_eq!(triggers[0][0].as_deref(), Some("4"));
+
+    let pg = databases.pg().await;
+    pg.batch_execute("INSERT INTO items VALUES (1, 'pending', 1, 1, now())").await.unwrap();
+    let output = pipeline.run_cli(&["teardown"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("still holds 1 changes"), "{}", stderr(&output));
+
+    let output = pipeline.run_cli(&["teardown", "--force"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let schemas = databases
+        .pg_rows("SELECT count(*)::text FROM pg_namespace WHERE nspname = 'pg2mysql_sync'")
+        .await;
+    assert_eq!(schemas[0][0].as_deref(), Some("0"));
+    let triggers = databases
+        .pg_rows("SELECT count(*)::text FROM pg_trigger WHERE tgrelid = 'items'::regclass AND NOT tgisinternal")
+        .await;
+    assert_eq!(triggers[0][0].as_deref(), Some("0"));
+    // Writes work without capture installed.
+    pg.batch_execute("INSERT INTO items VALUES (2, 'plain', 1, 1, now())").await.unwrap();
+    databases.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_types_and_missing_keys_are_rejected_by_name() {
+    let databases = Databases::create("reject").await;
+    databases
+        .create_tables(
+            "CREATE TABLE shapes (id int PRIMARY KEY, box point, tags text[]);
+             CREATE TABLE loose (a int, b text);",
+            "CREATE TABLE shapes (id INT PRIMARY KEY, box TEXT, tags TEXT);
+             CREATE TABLE loose (a INT, b TEXT);",
+        )
+        .await;
+    let pipeline = Pipeline::new(&databases, "public.shapes,public.loose,public.missing");
+    let output = pipeline.run_cli(&["setup"]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("column box of table public.shapes has type point"), "{message}");
+    assert!(message.contains("column tags of table public.shapes has type text[]"), "{message}");
+    assert!(message.contains("table public.loose has no primary key"), "{message}");
+    assert!(message.contains("table public.missing does not exist"), "{message}");
+
+    // The daemon checks the same at start.
+    let output = pipeline.run_cli(&["run"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("has type point"), "{}", stderr(&output));
+    databases.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_mysql_table_is_reported_at_setup() {
+    let databases = Databases::create("notarget").await;
+    databases.create_tables(ITEMS_PG, "").await;
+    let pipeline = Pipeline::new(&databases, "public.items");
+    let output = pipeline.run_cli(&["setup"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("the MySQL table `items` (for public.items) does not exist"), "{}", stderr(&output));
+    databases.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_without_setup_names_the_fix() {
+    let databases = Databases::create("nosetup").await;
+    databases.create_tables(ITEMS_PG, ITEMS_MYSQL).await;
+    let pipeline = Pipeline::new(&databases, "public.items");
+    let output = pipeline.run_cli(&["run"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("run `pg-to-mysql-sync setup`"), "{}", stderr(&output));
+    databases.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_daemon_on_one_data_dir_is_refused() {
+    let databases = Databases::create("lock").await;
+    let pipeline = items_pipeline(&databases).await;
+    let mut first = pipeline.start();
+    first.wait_for_log("daemon started", Duration::from_secs(20)).await;
+
+    let output = pipeline.run_cli(&["run"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("is in use by another pg-to-mysql-sync process"), "{}", stderr(&output));
+    assert!(first.stop().success());
+    databases.drop_all().await;
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_hide_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(crate::support::BINARY);
+        command.arg("run").current_dir(dir.path());
+        for key in ["PG_DATABASE_URL", "MYSQL_DATABASE_URL", "SYNC_TABLES", "DATA_DIR", "MODE"] {
+            command.env_remove(key);
+        }
+        command.envs(env.iter().copied());
+        command.output().unwrap()
+    };
+    let pg = ("PG_DATABASE_URL", "postgres://u:hunter2secret@127.0.0.1:1/db");
+    let mysql = ("MYSQL_DATABASE_URL", "mysql://u:hunter2secret@127.0.0.1:1/app");
+    let tables = ("SYNC_TABLES", "public.items");
+
+    let output = run(&[mysql, tables]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("PG_DATABASE_URL is missing"), "{}", stderr(&output));
+
+    let output = run(&[pg, mysql, ("SYNC_TABLES", "items")]);
+    assert!(stderr(&output).contains("SYNC_TABLES is invalid"), "{}", stderr(&output));
+
+    let output = run(&[pg, mysql, tables, ("MODE", "manual")]);
+    assert!(stderr(&output).contains("MODE is invalid"), "{}", stderr(&output));
+
+    let output = run(&[pg, ("MYSQL_DATABASE_URL", "mysql://u:hunter2secret@127.0.0.1:1"), tables]);
+    assert!(stderr(&output).contains("names no database"), "{}", stderr(&output));
+
+    for output in [run(&[pg, mysql]), run(&[pg, ("MYSQL_DATABASE_URL", "mysql://u:hunter2secret@[bad")])] {
+        assert!(!stderr(&output).contains("hunter2secret"), "{}", stderr(&output));
+    }
+
+    let help = std::process::Command::new(crate::support::BINARY)
+        .args(["run", "--help"])
+        .env("PG_DATABASE_URL", pg.1)
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("PG_DATABASE_URL"), "{help}");
+    assert!(!help.contains("hunter2secret"), "{help}");
+}
+
+#[test]
+fn dotenv_file_is_read_and_environment_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "PG_DATABASE_URL=postgres://u:p@127.0.0.1:1/db\nMYSQL_DATABASE_URL=mysql://u:p@127.0.0.1:1/app\nSYNC_TABLES=items\n",
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(crate::support::BINARY);
+    command.arg("run").current_dir(dir.path());
+    for key in ["PG_DATABASE_URL", "MYSQL_DATABASE_URL", "SYNC_TABLES", "DATA_DIR", "MODE"] {
+        command.env_remove(key);
+    }
+    let output = command.output().unwrap();
+    assert!(stderr(&output).contains("SYNC_TABLES is invalid"), "the .env value is used: {}", stderr(&output));
+
+    let output = command.env("MODE", "auto-check").env("SYNC_TABLES", "public.items").output().unwrap();
+    assert!(stderr(&output).contains("MODE is invalid"), "the environment wins: {}", stderr(&output));
+}

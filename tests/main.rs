@@ -1,0 +1,7 @@
+//! Integration tests against real PostgreSQL and MariaDB servers started by `scripts/test.sh`.
+
+mod support;
+
+mod cli;
+mod durability;
+mod sync;
