@@ -27,3 +27,4 @@ pub mod journal;
 pub mod schema;
 pub mod telemetry;
 mod backoff;
+pub mod failpoint;

@@ -324,10 +324,15 @@ impl Applier {
         for sql in statements {
             tx.query_drop(sql).await.map_err(mysql_error("apply a change"))?;
         }
+        crate::failpoint::hit("apply-before-checkpoint");
         tx.query_drop(target::checkpoint_statement(&self.journal_id, last_seq))
             .await
             .map_err(mysql_error("write the checkpoint"))?;
-        tx.commit().await.map_err(mysql_error("commit a batch"))
+        crate::failpoint::hit("apply-before-commit");
+        tx.commit().await.map_err(mysql_error("commit a batch"))?;
+        crate::failpoint::hit("apply-after-commit");
+
+        Ok(())
     }
 }
 

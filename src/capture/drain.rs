@@ -263,7 +263,9 @@ impl Drainer {
         self.durable_seq.send_replace(appended.last_seq);
         debug!(rows = count, batch = appended.batch, last_seq = appended.last_seq, "journaled batch");
 
+        crate::failpoint::hit("capture-after-fsync");
         delete_keys(&tx, &self.pending_keys).await?;
+        crate::failpoint::hit("capture-before-commit");
         tx.commit().await.map_err(pg_error("commit the drained batch"))?;
         self.pending_keys.clear();
 

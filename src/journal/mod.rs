@@ -579,6 +579,7 @@ impl JournalWriter {
 
     fn write_and_sync(&mut self, buffer: &[u8]) -> Result<(), JournalError> {
         self.file.write_all(buffer).map_err(io_error("write", &self.path))?;
+        crate::failpoint::hit("journal-after-write");
         self.file.sync_data().map_err(io_error("fsync", &self.path))
     }
 }
