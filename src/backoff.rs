@@ -16,7 +16,12 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub(crate) fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { initial, max, next: initial, attempt: 0 }
+        Backoff {
+            initial,
+            max,
+            next: initial,
+            attempt: 0,
+        }
     }
 
     /// Returns the delay before the next attempt and advances the schedule.

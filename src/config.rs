@@ -104,17 +104,26 @@ impl TableName {
     pub fn parse(text: &str) -> Result<Self, String> {
         let parts = split_identifiers(text.trim())?;
         match parts.as_slice() {
-            [schema, name] => Ok(TableName { schema: schema.clone(), name: name.clone() }),
+            [schema, name] => Ok(TableName {
+                schema: schema.clone(),
+                name: name.clone(),
+            }),
             [_] => Err(format!(
                 "table `{text}` is not schema-qualified; write it as schema.table, e.g. public.{text}"
             )),
-            _ => Err(format!("table `{text}` has too many dots; write it as schema.table")),
+            _ => Err(format!(
+                "table `{text}` has too many dots; write it as schema.table"
+            )),
         }
     }
 
     /// The name as PostgreSQL SQL, with both parts quoted.
     pub fn quoted(&self) -> String {
-        format!("{}.{}", quote_pg_ident(&self.schema), quote_pg_ident(&self.name))
+        format!(
+            "{}.{}",
+            quote_pg_ident(&self.schema),
+            quote_pg_ident(&self.name)
+        )
     }
 
     /// The name as stored in change-log rows and journal records: `schema.table`, unquoted.
@@ -313,8 +322,9 @@ fn validate_mysql_url(url: &str) -> Result<String, ConfigError> {
         Some(name) if !name.is_empty() => Ok(name.to_string()),
         _ => Err(ConfigError::Invalid {
             key: "MYSQL_DATABASE_URL",
-            reason: "the URL names no database; add it as the path, e.g. mysql://user:pw@host:3306/app"
-                .to_string(),
+            reason:
+                "the URL names no database; add it as the path, e.g. mysql://user:pw@host:3306/app"
+                    .to_string(),
         }),
     }
 }
@@ -322,11 +332,21 @@ fn validate_mysql_url(url: &str) -> Result<String, ConfigError> {
 /// Parses `SYNC_TABLES`. Each PostgreSQL table maps to the MySQL table of the same name, so two
 /// tables of one name in different schemas would collide and are rejected.
 fn parse_table_list(text: &str) -> Result<Vec<TableName>, ConfigError> {
-    let invalid = |reason: String| ConfigError::Invalid { key: "SYNC_TABLES", reason };
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: "SYNC_TABLES",
+        reason,
+    };
     let mut tables: Vec<TableName> = Vec::new();
-    for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+    for item in text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
         let table = TableName::parse(item).map_err(invalid)?;
-        if let Some(other) = tables.iter().find(|t| t.name.eq_ignore_ascii_case(&table.name)) {
+        if let Some(other) = tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(&table.name))
+        {
             return Err(invalid(format!(
                 "`{other}` and `{table}` would both sync to the MySQL table `{}`; list only one",
                 table.name
@@ -335,7 +355,9 @@ fn parse_table_list(text: &str) -> Result<Vec<TableName>, ConfigError> {
         tables.push(table);
     }
     if tables.is_empty() {
-        return Err(invalid("the list is empty; e.g. SYNC_TABLES=public.orders".to_string()));
+        return Err(invalid(
+            "the list is empty; e.g. SYNC_TABLES=public.orders".to_string(),
+        ));
     }
 
     Ok(tables)
@@ -359,10 +381,19 @@ mod tests {
     fn valid_settings_parse() {
         let config = Config::from_args(&args()).unwrap();
         assert_eq!(config.mysql_database, "app");
-        assert_eq!(config.tables[0], TableName { schema: "public".into(), name: "orders".into() });
+        assert_eq!(
+            config.tables[0],
+            TableName {
+                schema: "public".into(),
+                name: "orders".into()
+            }
+        );
         assert_eq!(
             config.tables[1],
-            TableName { schema: "Sales".into(), name: "Line.Items".into() }
+            TableName {
+                schema: "Sales".into(),
+                name: "Line.Items".into()
+            }
         );
     }
 
@@ -378,7 +409,10 @@ mod tests {
         let mut raw = args();
         raw.pg_database_url = None;
         let message = Config::from_args(&raw).unwrap_err().to_string();
-        assert!(message.starts_with("PG_DATABASE_URL is missing"), "{message}");
+        assert!(
+            message.starts_with("PG_DATABASE_URL is missing"),
+            "{message}"
+        );
     }
 
     #[test]

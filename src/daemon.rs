@@ -13,12 +13,12 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::apply::{ApplySettings, Applier};
-use crate::backoff::{sleep_or_shutdown, Backoff};
+use crate::apply::{Applier, ApplySettings};
+use crate::backoff::{Backoff, sleep_or_shutdown};
 use crate::capture::{self, DrainSettings, Drainer};
 use crate::config::Config;
-use crate::journal::{Journal, DEFAULT_MAX_SEGMENT_BYTES};
-use crate::schema::{load_table_schemas, TableSchema};
+use crate::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal};
+use crate::schema::{TableSchema, load_table_schemas};
 
 /// Runs the daemon until a shutdown signal, or until a stage fails in a way that needs an
 /// operator.
@@ -49,7 +49,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         return Ok(());
     };
 
-    let writer = journal.take_writer().expect("a freshly opened journal has its writer");
+    let writer = journal
+        .take_writer()
+        .expect("a freshly opened journal has its writer");
     let (durable_tx, durable_rx) = watch::channel(recovery.next_seq - 1);
     let (applied_tx, _applied_rx) = watch::channel(0);
     let drainer = Drainer::new(
@@ -71,7 +73,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut capture_task = tokio::spawn(drainer.run(shutdown.clone()));
     let mut apply_task = tokio::spawn(applier.run(shutdown.clone()));
-    info!(mode = "automatic", tables = config.tables.len(), "daemon started");
+    info!(
+        mode = "automatic",
+        tables = config.tables.len(),
+        "daemon started"
+    );
 
     // Whichever stage ends first, stop the other one too.
     let (capture_result, apply_result) = tokio::select! {
@@ -84,8 +90,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             (capture_task.await, result)
         }
     };
-    capture_result.context("capture task panicked")?.context("capture failed")?;
-    apply_result.context("apply task panicked")?.context("apply failed")?;
+    capture_result
+        .context("capture task panicked")?
+        .context("capture failed")?;
+    apply_result
+        .context("apply task panicked")?
+        .context("apply failed")?;
     info!("daemon stopped");
 
     Ok(())
@@ -134,7 +144,7 @@ async fn load_and_verify(
 }
 
 fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     tokio::spawn(async move {

@@ -20,11 +20,11 @@
 #![warn(missing_docs, unreachable_pub, clippy::dbg_macro, clippy::todo)]
 
 pub mod apply;
+mod backoff;
 pub mod capture;
 pub mod config;
 pub mod daemon;
+pub mod failpoint;
 pub mod journal;
 pub mod schema;
 pub mod telemetry;
-mod backoff;
-pub mod failpoint;

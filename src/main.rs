@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pg_to_mysql_sync::config::{Config, SettingsArgs};
-use pg_to_mysql_sync::telemetry::{init_tracing, LogFormat};
+use pg_to_mysql_sync::telemetry::{LogFormat, init_tracing};
 use pg_to_mysql_sync::{apply, capture, daemon, schema};
 use tokio_postgres::NoTls;
 
@@ -14,7 +14,13 @@ use tokio_postgres::NoTls;
 #[command(name = "pg-to-mysql-sync", version)]
 struct Cli {
     /// Log line format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     log_format: LogFormat,
 
     #[command(subcommand)]
@@ -43,11 +49,11 @@ fn main() -> ExitCode {
     let env_file = dotenvy::dotenv();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    if let Err(error) = env_file {
-        if !error.not_found() {
-            eprintln!("error: .env in the working directory is invalid: {error}");
-            return ExitCode::from(2);
-        }
+    if let Err(error) = env_file
+        && !error.not_found()
+    {
+        eprintln!("error: .env in the working directory is invalid: {error}");
+        return ExitCode::from(2);
     }
 
     let settings = match &cli.command {
@@ -61,12 +67,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if rustls::crypto::aws_lc_rs::default_provider().install_default().is_err() {
+    if rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .is_err()
+    {
         eprintln!("error: a TLS crypto provider was already installed");
         return ExitCode::FAILURE;
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: failed to start the async runtime: {error}");
@@ -149,7 +161,10 @@ async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
         .context("drop the checkpoint table")?;
     println!("removed table `{}` from MySQL", apply::CHECKPOINT_TABLE);
-    println!("the journal in {} can be deleted", config.data_dir.display());
+    println!(
+        "the journal in {} can be deleted",
+        config.data_dir.display()
+    );
 
     Ok(())
 }

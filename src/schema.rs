@@ -141,7 +141,11 @@ impl fmt::Display for SchemaProblem {
                 "table {table} has no primary key; add one (ALTER TABLE … ADD PRIMARY KEY) so that \
                  updates and deletes find their row in MySQL"
             ),
-            SchemaProblem::UnsupportedType { table, column, type_display } => write!(
+            SchemaProblem::UnsupportedType {
+                table,
+                column,
+                type_display,
+            } => write!(
                 f,
                 "column {column} of table {table} has type {type_display}, which this version \
                  cannot sync; supported types are {SUPPORTED_TYPES}. Change the column type or \
@@ -196,7 +200,10 @@ pub async fn load_table_schemas(
     let mut schemas = Vec::new();
     let mut problems = Vec::new();
     for table in tables {
-        let query_error = |source| SchemaError::Query { table: table.clone(), source };
+        let query_error = |source| SchemaError::Query {
+            table: table.clone(),
+            source,
+        };
         let relation = client
             .query_opt(RELATION_QUERY, &[&table.schema, &table.name])
             .await
@@ -213,12 +220,20 @@ pub async fn load_table_schemas(
         }
 
         let mut columns = Vec::new();
-        for row in client.query(COLUMNS_QUERY, &[&oid]).await.map_err(query_error)? {
+        for row in client
+            .query(COLUMNS_QUERY, &[&oid])
+            .await
+            .map_err(query_error)?
+        {
             let name: String = row.get(0);
             let type_display: String = row.get(1);
             let type_name: String = row.get(2);
             match PgType::from_type_name(&type_name) {
-                Some(pg_type) => columns.push(Column { name, pg_type, type_display }),
+                Some(pg_type) => columns.push(Column {
+                    name,
+                    pg_type,
+                    type_display,
+                }),
                 None => problems.push(SchemaProblem::UnsupportedType {
                     table: table.clone(),
                     column: name,
@@ -243,7 +258,11 @@ pub async fn load_table_schemas(
             .filter_map(|name| columns.iter().position(|column| &column.name == name))
             .collect::<Vec<_>>();
         if key.len() == key_names.len() {
-            schemas.push(TableSchema { name: table.clone(), columns, key });
+            schemas.push(TableSchema {
+                name: table.clone(),
+                columns,
+                key,
+            });
         }
     }
     if !problems.is_empty() {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{items_pipeline, Databases, Pipeline, ITEMS_MYSQL, ITEMS_PG};
+use crate::support::{Databases, ITEMS_MYSQL, ITEMS_PG, Pipeline, items_pipeline};
 
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -19,10 +19,16 @@ async fn setup_is_idempotent_and_teardown_guards_pending_changes() {
     assert_eq!(triggers[0][0].as_deref(), Some("4"));
 
     let pg = databases.pg().await;
-    pg.batch_execute("INSERT INTO items VALUES (1, 'pending', 1, 1, now())").await.unwrap();
+    pg.batch_execute("INSERT INTO items VALUES (1, 'pending', 1, 1, now())")
+        .await
+        .unwrap();
     let output = pipeline.run_cli(&["teardown"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("still holds 1 changes"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("still holds 1 changes"),
+        "{}",
+        stderr(&output)
+    );
 
     let output = pipeline.run_cli(&["teardown", "--force"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -35,7 +41,9 @@ async fn setup_is_idempotent_and_teardown_guards_pending_changes() {
         .await;
     assert_eq!(triggers[0][0].as_deref(), Some("0"));
     // Writes work without capture installed.
-    pg.batch_execute("INSERT INTO items VALUES (2, 'plain', 1, 1, now())").await.unwrap();
+    pg.batch_execute("INSERT INTO items VALUES (2, 'plain', 1, 1, now())")
+        .await
+        .unwrap();
     databases.drop_all().await;
 }
 
@@ -54,15 +62,31 @@ async fn unsupported_types_and_missing_keys_are_rejected_by_name() {
     let output = pipeline.run_cli(&["setup"]);
     assert!(!output.status.success());
     let message = stderr(&output);
-    assert!(message.contains("column box of table public.shapes has type point"), "{message}");
-    assert!(message.contains("column tags of table public.shapes has type text[]"), "{message}");
-    assert!(message.contains("table public.loose has no primary key"), "{message}");
-    assert!(message.contains("table public.missing does not exist"), "{message}");
+    assert!(
+        message.contains("column box of table public.shapes has type point"),
+        "{message}"
+    );
+    assert!(
+        message.contains("column tags of table public.shapes has type text[]"),
+        "{message}"
+    );
+    assert!(
+        message.contains("table public.loose has no primary key"),
+        "{message}"
+    );
+    assert!(
+        message.contains("table public.missing does not exist"),
+        "{message}"
+    );
 
     // The daemon checks the same at start.
     let output = pipeline.run_cli(&["run"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("has type point"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("has type point"),
+        "{}",
+        stderr(&output)
+    );
     databases.drop_all().await;
 }
 
@@ -73,7 +97,11 @@ async fn missing_mysql_table_is_reported_at_setup() {
     let pipeline = Pipeline::new(&databases, "public.items");
     let output = pipeline.run_cli(&["setup"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("the MySQL table `items` (for public.items) does not exist"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("the MySQL table `items` (for public.items) does not exist"),
+        "{}",
+        stderr(&output)
+    );
     databases.drop_all().await;
 }
 
@@ -84,7 +112,11 @@ async fn daemon_without_setup_names_the_fix() {
     let pipeline = Pipeline::new(&databases, "public.items");
     let output = pipeline.run_cli(&["run"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("run `pg-to-mysql-sync setup`"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("run `pg-to-mysql-sync setup`"),
+        "{}",
+        stderr(&output)
+    );
     databases.drop_all().await;
 }
 
@@ -93,11 +125,17 @@ async fn second_daemon_on_one_data_dir_is_refused() {
     let databases = Databases::create("lock").await;
     let pipeline = items_pipeline(&databases).await;
     let mut first = pipeline.start();
-    first.wait_for_log("daemon started", Duration::from_secs(20)).await;
+    first
+        .wait_for_log("daemon started", Duration::from_secs(20))
+        .await;
 
     let output = pipeline.run_cli(&["run"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("is in use by another pg-to-mysql-sync process"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("is in use by another pg-to-mysql-sync process"),
+        "{}",
+        stderr(&output)
+    );
     assert!(first.stop().success());
     databases.drop_all().await;
 }
@@ -108,31 +146,70 @@ fn configuration_errors_name_the_key_and_hide_passwords() {
     let run = |env: &[(&str, &str)]| {
         let mut command = std::process::Command::new(crate::support::BINARY);
         command.arg("run").current_dir(dir.path());
-        for key in ["PG_DATABASE_URL", "MYSQL_DATABASE_URL", "SYNC_TABLES", "DATA_DIR", "MODE"] {
+        for key in [
+            "PG_DATABASE_URL",
+            "MYSQL_DATABASE_URL",
+            "SYNC_TABLES",
+            "DATA_DIR",
+            "MODE",
+        ] {
             command.env_remove(key);
         }
         command.envs(env.iter().copied());
         command.output().unwrap()
     };
-    let pg = ("PG_DATABASE_URL", "postgres://u:hunter2secret@127.0.0.1:1/db");
-    let mysql = ("MYSQL_DATABASE_URL", "mysql://u:hunter2secret@127.0.0.1:1/app");
+    let pg = (
+        "PG_DATABASE_URL",
+        "postgres://u:hunter2secret@127.0.0.1:1/db",
+    );
+    let mysql = (
+        "MYSQL_DATABASE_URL",
+        "mysql://u:hunter2secret@127.0.0.1:1/app",
+    );
     let tables = ("SYNC_TABLES", "public.items");
 
     let output = run(&[mysql, tables]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("PG_DATABASE_URL is missing"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("PG_DATABASE_URL is missing"),
+        "{}",
+        stderr(&output)
+    );
 
     let output = run(&[pg, mysql, ("SYNC_TABLES", "items")]);
-    assert!(stderr(&output).contains("SYNC_TABLES is invalid"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("SYNC_TABLES is invalid"),
+        "{}",
+        stderr(&output)
+    );
 
     let output = run(&[pg, mysql, tables, ("MODE", "manual")]);
-    assert!(stderr(&output).contains("MODE is invalid"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("MODE is invalid"),
+        "{}",
+        stderr(&output)
+    );
 
-    let output = run(&[pg, ("MYSQL_DATABASE_URL", "mysql://u:hunter2secret@127.0.0.1:1"), tables]);
-    assert!(stderr(&output).contains("names no database"), "{}", stderr(&output));
+    let output = run(&[
+        pg,
+        ("MYSQL_DATABASE_URL", "mysql://u:hunter2secret@127.0.0.1:1"),
+        tables,
+    ]);
+    assert!(
+        stderr(&output).contains("names no database"),
+        "{}",
+        stderr(&output)
+    );
 
-    for output in [run(&[pg, mysql]), run(&[pg, ("MYSQL_DATABASE_URL", "mysql://u:hunter2secret@[bad")])] {
-        assert!(!stderr(&output).contains("hunter2secret"), "{}", stderr(&output));
+    for output in [
+        run(&[pg, mysql]),
+        run(&[pg, ("MYSQL_DATABASE_URL", "mysql://u:hunter2secret@[bad")]),
+    ] {
+        assert!(
+            !stderr(&output).contains("hunter2secret"),
+            "{}",
+            stderr(&output)
+        );
     }
 
     let help = std::process::Command::new(crate::support::BINARY)
@@ -155,12 +232,30 @@ fn dotenv_file_is_read_and_environment_overrides_it() {
     .unwrap();
     let mut command = std::process::Command::new(crate::support::BINARY);
     command.arg("run").current_dir(dir.path());
-    for key in ["PG_DATABASE_URL", "MYSQL_DATABASE_URL", "SYNC_TABLES", "DATA_DIR", "MODE"] {
+    for key in [
+        "PG_DATABASE_URL",
+        "MYSQL_DATABASE_URL",
+        "SYNC_TABLES",
+        "DATA_DIR",
+        "MODE",
+    ] {
         command.env_remove(key);
     }
     let output = command.output().unwrap();
-    assert!(stderr(&output).contains("SYNC_TABLES is invalid"), "the .env value is used: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains("SYNC_TABLES is invalid"),
+        "the .env value is used: {}",
+        stderr(&output)
+    );
 
-    let output = command.env("MODE", "auto-check").env("SYNC_TABLES", "public.items").output().unwrap();
-    assert!(stderr(&output).contains("MODE is invalid"), "the environment wins: {}", stderr(&output));
+    let output = command
+        .env("MODE", "auto-check")
+        .env("SYNC_TABLES", "public.items")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&output).contains("MODE is invalid"),
+        "the environment wins: {}",
+        stderr(&output)
+    );
 }

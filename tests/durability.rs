@@ -2,14 +2,14 @@
 
 use std::fs;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pg_to_mysql_sync::failpoint::{FAILPOINTS, FAILPOINT_ENV};
+use pg_to_mysql_sync::failpoint::{FAILPOINT_ENV, FAILPOINTS};
 use rand::RngExt;
 
-use crate::support::{items_equal, items_pipeline, pg_connect, segments, Databases};
+use crate::support::{Databases, items_equal, items_pipeline, pg_connect, segments};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -19,9 +19,11 @@ async fn changes_made_while_stopped_arrive_after_start() {
     let pipeline = items_pipeline(&databases).await;
     let pg = databases.pg().await;
 
-    pg.batch_execute("INSERT INTO items SELECT g, 'before', g, 0, now() FROM generate_series(1, 100) g")
-        .await
-        .unwrap();
+    pg.batch_execute(
+        "INSERT INTO items SELECT g, 'before', g, 0, now() FROM generate_series(1, 100) g",
+    )
+    .await
+    .unwrap();
     let mut daemon = pipeline.start();
     assert_eq!(items_equal(&databases, CONVERGE).await.len(), 100);
     assert!(daemon.stop().success());
@@ -50,9 +52,15 @@ async fn sigterm_exits_cleanly_with_work_in_flight() {
         .unwrap();
 
     let mut daemon = pipeline.start();
-    daemon.wait_for_log("apply connected", Duration::from_secs(20)).await;
+    daemon
+        .wait_for_log("apply connected", Duration::from_secs(20))
+        .await;
     let status = daemon.stop();
-    assert!(status.success(), "exit status {status:?}; log:\n{}", daemon.log());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        daemon.log()
+    );
     assert!(daemon.log().contains("daemon stopped"), "{}", daemon.log());
 
     let mut daemon = pipeline.start();
@@ -69,7 +77,11 @@ async fn write_randomly(url: String, stop: Arc<AtomicBool>) -> u64 {
     while !stop.load(Ordering::Relaxed) {
         let (id, other, kind) = {
             let mut rng = rand::rng();
-            (rng.random_range(1..300), rng.random_range(1..300), rng.random_range(0..5))
+            (
+                rng.random_range(1..300),
+                rng.random_range(1..300),
+                rng.random_range(0..5),
+            )
         };
         let sql = match kind {
             0 => format!(
@@ -115,7 +127,10 @@ async fn sigkill_at_random_moments_loses_nothing() {
     for writer in writers {
         transactions += writer.await.unwrap();
     }
-    assert!(transactions > 100, "the writers made only {transactions} transactions");
+    assert!(
+        transactions > 100,
+        "the writers made only {transactions} transactions"
+    );
 
     let mut daemon = pipeline.start();
     let rows = items_equal(&databases, CONVERGE).await;
@@ -136,7 +151,9 @@ async fn crash_at_every_step_loses_and_duplicates_nothing() {
     let mut round = 0;
     for point in FAILPOINTS {
         round += 1;
-        pipeline.env.push((FAILPOINT_ENV.to_string(), point.to_string()));
+        pipeline
+            .env
+            .push((FAILPOINT_ENV.to_string(), point.to_string()));
         let mut daemon = pipeline.start();
         pg.batch_execute(&format!(
             "INSERT INTO items SELECT g, 'round {round}', g, 0, now() FROM generate_series({0}, {0} + 9) g;
@@ -148,7 +165,11 @@ async fn crash_at_every_step_loses_and_duplicates_nothing() {
         .unwrap();
         let status = daemon.wait_exit(Duration::from_secs(30));
         assert!(!status.success(), "{point}: the daemon should have aborted");
-        assert!(daemon.log().contains(&format!("failpoint {point} reached")), "{}", daemon.log());
+        assert!(
+            daemon.log().contains(&format!("failpoint {point} reached")),
+            "{}",
+            daemon.log()
+        );
 
         pipeline.env.pop();
         let mut daemon = pipeline.start();
@@ -189,7 +210,9 @@ async fn torn_journal_tail_is_truncated_and_reported() {
     content.extend_from_slice(br#"{"seq":11,"batch":9,"xid":1,"cid":1,"table":"public.it"#);
     fs::write(&segment, &content).unwrap();
 
-    pg.batch_execute("INSERT INTO items VALUES (11, 'after the crash', 1, 0, now())").await.unwrap();
+    pg.batch_execute("INSERT INTO items VALUES (11, 'after the crash', 1, 0, now())")
+        .await
+        .unwrap();
     let mut daemon = pipeline.start();
     assert_eq!(items_equal(&databases, CONVERGE).await.len(), 11);
     assert!(daemon.stop().success());
@@ -213,7 +236,9 @@ async fn corrupt_middle_record_stops_the_daemon() {
         .await
         .unwrap();
     let mut daemon = pipeline.start();
-    daemon.wait_for_log("does not exist", Duration::from_secs(20)).await;
+    daemon
+        .wait_for_log("does not exist", Duration::from_secs(20))
+        .await;
     databases
         .wait_until_equal(
             "SELECT count(*)::text FROM pg2mysql_sync.change_log",
@@ -225,7 +250,14 @@ async fn corrupt_middle_record_stops_the_daemon() {
 
     let segment = segments(&pipeline.data_dir()).pop().unwrap();
     let mut content = fs::read(&segment).unwrap();
-    let second_record = content.iter().enumerate().filter(|&(_, &b)| b == b'\n').nth(1).unwrap().0 + 1;
+    let second_record = content
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'\n')
+        .nth(1)
+        .unwrap()
+        .0
+        + 1;
     content[second_record + 20] ^= 0x01;
     fs::write(&segment, &content).unwrap();
     mysql_async::prelude::Queryable::query_drop(&mut mysql, "RENAME TABLE items_away TO items")
@@ -239,7 +271,11 @@ async fn corrupt_middle_record_stops_the_daemon() {
     assert!(log.contains("is corrupt"), "{log}");
     assert!(log.contains("line 3"), "{log}");
     let applied = databases.mysql_rows("SELECT COUNT(*) FROM items").await;
-    assert_eq!(applied[0][0].as_deref(), Some("0"), "nothing after the damage is applied");
+    assert_eq!(
+        applied[0][0].as_deref(),
+        Some("0"),
+        "nothing after the damage is applied"
+    );
     databases.drop_all().await;
 }
 
@@ -257,10 +293,16 @@ async fn mysql_outage_mid_stream_converges() {
     let writer = tokio::spawn(write_randomly(databases.pg_url.clone(), stop.clone()));
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = Command::new("bash").args([&script, "stop-mysql", &dir]).status().unwrap();
+    let status = Command::new("bash")
+        .args([&script, "stop-mysql", &dir])
+        .status()
+        .unwrap();
     assert!(status.success());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let status = Command::new("bash").args([&script, "start-mysql", &dir]).status().unwrap();
+    let status = Command::new("bash")
+        .args([&script, "start-mysql", &dir])
+        .status()
+        .unwrap();
     assert!(status.success());
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -268,6 +310,10 @@ async fn mysql_outage_mid_stream_converges() {
 
     items_equal(&databases, CONVERGE).await;
     assert!(daemon.stop().success());
-    assert!(daemon.log().contains("apply failed, retrying"), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("apply failed, retrying"),
+        "{}",
+        daemon.log()
+    );
     databases.drop_all().await;
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{items_equal, items_pipeline, Databases, Pipeline, Rows};
+use crate::support::{Databases, Pipeline, Rows, items_equal, items_pipeline};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -88,17 +88,29 @@ async fn every_supported_type_round_trips_exactly() {
     .unwrap();
 
     let rows = databases
-        .wait_until_equal_by(TYPES_PG_SELECT, TYPES_MYSQL_SELECT, CONVERGE, normalize_typed)
+        .wait_until_equal_by(
+            TYPES_PG_SELECT,
+            TYPES_MYSQL_SELECT,
+            CONVERGE,
+            normalize_typed,
+        )
         .await;
     assert_eq!(rows.len(), 4);
     // The conversions that matter most, checked against literal expectations as well.
     assert_eq!(rows[0][3].as_deref(), Some("9223372036854775807"));
-    assert_eq!(rows[0][4].as_deref(), Some("12345678901234567890123456789012345.1234567890123456789012345"));
+    assert_eq!(
+        rows[0][4].as_deref(),
+        Some("12345678901234567890123456789012345.1234567890123456789012345")
+    );
     assert_eq!(rows[0][13].as_deref(), Some("2024-03-31 00:59:59.999999"));
     assert_eq!(rows[1][13].as_deref(), Some("2024-03-31 01:00:00.000000"));
     assert_eq!(rows[2][13].as_deref(), Some("2024-10-27 00:30:00.000000"));
     assert_eq!(rows[3][13].as_deref(), Some("2024-10-27 01:30:00.000000"));
-    assert_eq!(rows[0][10].as_deref(), Some("ab"), "char(n) pads; both sides strip on read");
+    assert_eq!(
+        rows[0][10].as_deref(),
+        Some("ab"),
+        "char(n) pads; both sides strip on read"
+    );
     assert_eq!(rows[0][9].as_deref(), Some("trailing   "));
     assert_eq!(rows[1][8].as_deref(), Some(""));
     assert_eq!(rows[2][8], None);
@@ -112,7 +124,12 @@ async fn every_supported_type_round_trips_exactly() {
     .await
     .unwrap();
     let rows = databases
-        .wait_until_equal_by(TYPES_PG_SELECT, TYPES_MYSQL_SELECT, CONVERGE, normalize_typed)
+        .wait_until_equal_by(
+            TYPES_PG_SELECT,
+            TYPES_MYSQL_SELECT,
+            CONVERGE,
+            normalize_typed,
+        )
         .await;
     assert_eq!(rows.len(), 3);
 
@@ -148,7 +165,9 @@ async fn json_documents_compare_equal_as_json() {
         )
         .await;
     assert_eq!(rows[0][0].as_deref(), Some("1"));
-    let pg_rows = databases.pg_rows("SELECT doc::text, docb::text FROM docs").await;
+    let pg_rows = databases
+        .pg_rows("SELECT doc::text, docb::text FROM docs")
+        .await;
     let mysql_rows = databases.mysql_rows("SELECT doc, docb FROM docs").await;
     for column in 0..2 {
         let expected: serde_json::Value =
@@ -194,7 +213,10 @@ async fn large_rows_are_captured_and_applied() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0][1].as_deref(), Some("9000"));
     let long: usize = rows[1][1].as_deref().unwrap().parse().unwrap();
-    assert!(long * 4 >= 5 * 1024 * 1024 / 2, "the second row is several MB");
+    assert!(
+        long * 4 >= 5 * 1024 * 1024 / 2,
+        "the second row is several MB"
+    );
 
     assert!(daemon.stop().success());
     databases.drop_all().await;
@@ -278,7 +300,9 @@ async fn primary_key_update_moves_the_row() {
     pg.batch_execute("INSERT INTO lines SELECT o, l, o || '-' || l FROM generate_series(1, 3) o, generate_series(1, 4) l")
         .await
         .unwrap();
-    databases.wait_until_equal(pg_select, mysql_select, CONVERGE).await;
+    databases
+        .wait_until_equal(pg_select, mysql_select, CONVERGE)
+        .await;
 
     // Shift every key of one order at once; each new key collides with an old one.
     pg.batch_execute(
@@ -288,10 +312,20 @@ async fn primary_key_update_moves_the_row() {
     )
     .await
     .unwrap();
-    let rows = databases.wait_until_equal(pg_select, mysql_select, CONVERGE).await;
+    let rows = databases
+        .wait_until_equal(pg_select, mysql_select, CONVERGE)
+        .await;
     assert_eq!(rows.len(), 11);
-    assert!(rows.contains(&vec![Some("9".into()), Some("1".into()), Some("2-1".into())]));
-    assert!(!rows.iter().any(|row| row[0].as_deref() == Some("1") && row[1].as_deref() == Some("1")));
+    assert!(rows.contains(&vec![
+        Some("9".into()),
+        Some("1".into()),
+        Some("2-1".into())
+    ]));
+    assert!(
+        !rows
+            .iter()
+            .any(|row| row[0].as_deref() == Some("1") && row[1].as_deref() == Some("1"))
+    );
 
     assert!(daemon.stop().success());
     databases.drop_all().await;
@@ -306,11 +340,19 @@ async fn transactions_committing_out_of_start_order_all_arrive() {
     // The early transaction takes its change-log ids first but commits last.
     let early = databases.pg().await;
     let late = databases.pg().await;
-    early.batch_execute("BEGIN; INSERT INTO items VALUES (1, 'early', 1, 1, now())").await.unwrap();
-    late.batch_execute("BEGIN; INSERT INTO items VALUES (2, 'late', 1, 1, now()); COMMIT").await.unwrap();
+    early
+        .batch_execute("BEGIN; INSERT INTO items VALUES (1, 'early', 1, 1, now())")
+        .await
+        .unwrap();
+    late.batch_execute("BEGIN; INSERT INTO items VALUES (2, 'late', 1, 1, now()); COMMIT")
+        .await
+        .unwrap();
     let rows = items_equal(&databases, CONVERGE).await;
     assert_eq!(rows.len(), 1, "only the committed transaction is visible");
-    early.batch_execute("UPDATE items SET qty = 5 WHERE id = 1; COMMIT").await.unwrap();
+    early
+        .batch_execute("UPDATE items SET qty = 5 WHERE id = 1; COMMIT")
+        .await
+        .unwrap();
     assert_eq!(items_equal(&databases, CONVERGE).await.len(), 2);
 
     // Many writers with interleaved, randomly delayed commits.

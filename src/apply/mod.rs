@@ -36,16 +36,16 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use statement::{build_statements, quote_mysql_ident, PlanError, StatementLimits, TablePlan};
+pub use statement::{PlanError, StatementLimits, TablePlan, build_statements, quote_mysql_ident};
 pub use target::{
-    check_target_tables, connect, drop_checkpoint_table, ensure_checkpoint_table, read_checkpoint,
-    CHECKPOINT_TABLE,
+    CHECKPOINT_TABLE, check_target_tables, connect, drop_checkpoint_table, ensure_checkpoint_table,
+    read_checkpoint,
 };
 pub use value::write_literal;
 
-use crate::backoff::{sleep_or_shutdown, Backoff};
+use crate::backoff::{Backoff, sleep_or_shutdown};
 use crate::config::Secret;
-use crate::journal::{release_segments, JournalError, JournalReader, JournalRecord};
+use crate::journal::{JournalError, JournalReader, JournalRecord, release_segments};
 use crate::schema::TableSchema;
 
 /// Tuning of the apply loop.
@@ -130,7 +130,10 @@ impl ApplyError {
 
     /// Whether retrying can never help, because the local state is inconsistent.
     fn is_fatal(&self) -> bool {
-        matches!(self, ApplyError::Journal(_) | ApplyError::CheckpointAhead { .. })
+        matches!(
+            self,
+            ApplyError::Journal(_) | ApplyError::CheckpointAhead { .. }
+        )
     }
 }
 
@@ -196,7 +199,15 @@ impl Applier {
             .into_iter()
             .map(|schema| (schema.name.qualified(), TablePlan::new(schema)))
             .collect();
-        Applier { mysql_url, journal_dir, journal_id, plans, settings, durable_seq, applied_seq }
+        Applier {
+            mysql_url,
+            journal_dir,
+            journal_id,
+            plans,
+            settings,
+            durable_seq,
+            applied_seq,
+        }
     }
 
     /// Applies until `shutdown`. A batch in flight is committed or rolled back before this
@@ -254,7 +265,9 @@ impl Applier {
         transient: &mut Backoff,
         halted: &mut Backoff,
     ) -> Result<(), ApplyError> {
-        let mut conn = connect(&self.mysql_url).await.map_err(mysql_error("connect to MySQL"))?;
+        let mut conn = connect(&self.mysql_url)
+            .await
+            .map_err(mysql_error("connect to MySQL"))?;
         let problems = check_target_tables(&mut conn, self.plans.values())
             .await
             .map_err(mysql_error("check the target tables"))?;
@@ -274,9 +287,16 @@ impl Applier {
             .map_err(mysql_error("read the checkpoint"))?;
         let durable = *self.durable_seq.borrow();
         if checkpoint > durable {
-            return Err(ApplyError::CheckpointAhead { checkpoint, journal_end: durable });
+            return Err(ApplyError::CheckpointAhead {
+                checkpoint,
+                journal_end: durable,
+            });
         }
-        info!(applied_seq = checkpoint, durable_seq = durable, "apply connected to MySQL");
+        info!(
+            applied_seq = checkpoint,
+            durable_seq = durable,
+            "apply connected to MySQL"
+        );
         self.applied_seq.send_replace(checkpoint);
         transient.reset();
 
@@ -294,7 +314,8 @@ impl Applier {
             let last_seq = last.seq;
 
             let started = Instant::now();
-            self.apply_batch(&mut conn, &batch, last_seq, limits).await?;
+            self.apply_batch(&mut conn, &batch, last_seq, limits)
+                .await?;
             halted.reset();
             applied = last_seq;
             self.applied_seq.send_replace(applied);
@@ -322,7 +343,9 @@ impl Applier {
             .await
             .map_err(mysql_error("start a transaction"))?;
         for sql in statements {
-            tx.query_drop(sql).await.map_err(mysql_error("apply a change"))?;
+            tx.query_drop(sql)
+                .await
+                .map_err(mysql_error("apply a change"))?;
         }
         crate::failpoint::hit("apply-before-checkpoint");
         tx.query_drop(target::checkpoint_statement(&self.journal_id, last_seq))
@@ -376,7 +399,11 @@ async fn release(dir: &std::path::Path, applied: u64) -> Result<(), ApplyError> 
         .await
         .expect("the segment release task does not panic")?;
     if deleted > 0 {
-        debug!(segments = deleted, applied_seq = applied, "deleted applied journal segments");
+        debug!(
+            segments = deleted,
+            applied_seq = applied,
+            "deleted applied journal segments"
+        );
     }
 
     Ok(())

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use serde_json::value::RawValue;
 
 use super::value::write_literal;
-use crate::journal::{parse_row_image, JournalRecord, Operation};
+use crate::journal::{JournalRecord, Operation, parse_row_image};
 use crate::schema::TableSchema;
 
 /// Size limits for one statement.
@@ -101,7 +101,11 @@ impl TablePlan {
     /// Prepares the statement parts for a table; the MySQL table has the PostgreSQL name.
     pub fn new(schema: TableSchema) -> Self {
         let table = quote_mysql_ident(&schema.name.name);
-        let columns: Vec<String> = schema.columns.iter().map(|c| quote_mysql_ident(&c.name)).collect();
+        let columns: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|c| quote_mysql_ident(&c.name))
+            .collect();
         let key_names: Vec<&str> = schema.key_columns().map(|c| c.name.as_str()).collect();
         // VALUES(col) rather than an alias: MariaDB has no `AS new` row alias. Key columns
         // are assigned too when every column is part of the key, since the clause needs one.
@@ -124,7 +128,12 @@ impl TablePlan {
     }
 
     /// Writes `(v1,v2,…)` for a full row image.
-    fn write_row(&self, record: &JournalRecord, raw: &RawValue, out: &mut String) -> Result<(), PlanError> {
+    fn write_row(
+        &self,
+        record: &JournalRecord,
+        raw: &RawValue,
+        out: &mut String,
+    ) -> Result<(), PlanError> {
         let image = parse_image(self, record, raw)?;
         out.push('(');
         for (index, column) in self.schema.columns.iter().enumerate() {
@@ -134,14 +143,18 @@ impl TablePlan {
             let value = find_value(&image, index, &column.name).ok_or_else(|| {
                 self.shape_error(record, format!("column {} is missing", column.name))
             })?;
-            write_literal(out, column.pg_type, value).map_err(|reason| self.value_error(record, &column.name, reason))?;
+            write_literal(out, column.pg_type, value)
+                .map_err(|reason| self.value_error(record, &column.name, reason))?;
         }
         out.push(')');
         if image.len() != self.schema.columns.len() {
             let extra = image
                 .iter()
                 .find(|(name, _)| !self.schema.columns.iter().any(|c| c.name == *name))
-                .map_or_else(|| "a column is repeated".to_string(), |(name, _)| format!("column {name} is new"));
+                .map_or_else(
+                    || "a column is repeated".to_string(),
+                    |(name, _)| format!("column {name} is new"),
+                );
             return Err(self.shape_error(record, extra));
         }
 
@@ -149,25 +162,36 @@ impl TablePlan {
     }
 
     /// Writes the condition that matches one primary key.
-    fn write_key_condition(&self, record: &JournalRecord, raw: &RawValue, out: &mut String) -> Result<(), PlanError> {
+    fn write_key_condition(
+        &self,
+        record: &JournalRecord,
+        raw: &RawValue,
+        out: &mut String,
+    ) -> Result<(), PlanError> {
         let image = parse_image(self, record, raw)?;
         let single = self.schema.key.len() == 1;
         if !single {
             out.push('(');
         }
         for (position, column) in self.schema.key_columns().enumerate() {
-            let value = image.iter().find(|(name, _)| *name == column.name).map(|(_, v)| *v).ok_or_else(|| {
-                self.shape_error(record, format!("key column {} is missing", column.name))
-            })?;
+            let value = image
+                .iter()
+                .find(|(name, _)| *name == column.name)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    self.shape_error(record, format!("key column {} is missing", column.name))
+                })?;
             if single {
-                write_literal(out, column.pg_type, value).map_err(|r| self.value_error(record, &column.name, r))?;
+                write_literal(out, column.pg_type, value)
+                    .map_err(|r| self.value_error(record, &column.name, r))?;
             } else {
                 if position > 0 {
                     out.push_str(" AND ");
                 }
                 out.push_str(&quote_mysql_ident(&column.name));
                 out.push('=');
-                write_literal(out, column.pg_type, value).map_err(|r| self.value_error(record, &column.name, r))?;
+                write_literal(out, column.pg_type, value)
+                    .map_err(|r| self.value_error(record, &column.name, r))?;
             }
         }
         if !single {
@@ -178,7 +202,11 @@ impl TablePlan {
     }
 
     fn shape_error(&self, record: &JournalRecord, detail: String) -> PlanError {
-        PlanError::ShapeMismatch { table: self.schema.name.to_string(), seq: record.seq, detail }
+        PlanError::ShapeMismatch {
+            table: self.schema.name.to_string(),
+            seq: record.seq,
+            detail,
+        }
     }
 
     fn value_error(&self, record: &JournalRecord, column: &str, reason: String) -> PlanError {
@@ -207,10 +235,17 @@ fn parse_image<'a>(
 
 /// Finds a column's value; `to_json` writes columns in catalog order, so try that position
 /// first.
-fn find_value<'a>(image: &[(Cow<'a, str>, &'a RawValue)], index: usize, name: &str) -> Option<&'a RawValue> {
+fn find_value<'a>(
+    image: &[(Cow<'a, str>, &'a RawValue)],
+    index: usize,
+    name: &str,
+) -> Option<&'a RawValue> {
     match image.get(index) {
         Some((candidate, value)) if candidate == name => Some(*value),
-        _ => image.iter().find(|(candidate, _)| candidate == name).map(|(_, value)| *value),
+        _ => image
+            .iter()
+            .find(|(candidate, _)| candidate == name)
+            .map(|(_, value)| *value),
     }
 }
 
@@ -226,20 +261,32 @@ pub fn build_statements(
     plans: &HashMap<String, TablePlan>,
     limits: StatementLimits,
 ) -> Result<Vec<String>, PlanError> {
-    let mut builder = Builder { limits, statements: Vec::new(), current: None };
+    let mut builder = Builder {
+        limits,
+        statements: Vec::new(),
+        current: None,
+    };
     for record in records {
         let plan = plans
             .get(&record.table)
-            .ok_or_else(|| PlanError::UnknownTable { table: record.table.clone() })?;
+            .ok_or_else(|| PlanError::UnknownTable {
+                table: record.table.clone(),
+            })?;
         match record.op {
             Operation::Insert | Operation::Update => {
-                let raw = record.new.as_deref().ok_or_else(|| plan.shape_error(record, "the row image is missing".into()))?;
+                let raw = record
+                    .new
+                    .as_deref()
+                    .ok_or_else(|| plan.shape_error(record, "the row image is missing".into()))?;
                 let mut row = String::new();
                 plan.write_row(record, raw, &mut row)?;
                 builder.add(plan, StepKind::Upsert, record, row)?;
             }
             Operation::Delete => {
-                let raw = record.old.as_deref().ok_or_else(|| plan.shape_error(record, "the key is missing".into()))?;
+                let raw = record
+                    .old
+                    .as_deref()
+                    .ok_or_else(|| plan.shape_error(record, "the key is missing".into()))?;
                 let mut condition = String::new();
                 plan.write_key_condition(record, raw, &mut condition)?;
                 builder.add(plan, StepKind::Delete, record, condition)?;
@@ -247,7 +294,10 @@ pub fn build_statements(
             Operation::Truncate => {
                 builder.finish();
                 // DELETE, not TRUNCATE: TRUNCATE commits the open transaction in MySQL.
-                builder.statements.push(format!("DELETE FROM {}", quote_mysql_ident(&plan.schema.name.name)));
+                builder.statements.push(format!(
+                    "DELETE FROM {}",
+                    quote_mysql_ident(&plan.schema.name.name)
+                ));
             }
         }
     }
@@ -270,12 +320,19 @@ struct Builder<'p> {
 }
 
 impl<'p> Builder<'p> {
-    fn add(&mut self, plan: &'p TablePlan, kind: StepKind, record: &JournalRecord, part: String) -> Result<(), PlanError> {
+    fn add(
+        &mut self,
+        plan: &'p TablePlan,
+        kind: StepKind,
+        record: &JournalRecord,
+        part: String,
+    ) -> Result<(), PlanError> {
         let fits = self.current.as_ref().is_some_and(|open| {
             std::ptr::eq(open.plan, plan)
                 && open.kind == kind
                 && open.rows < self.limits.max_rows
-                && open.sql.len() + part.len() + plan.upsert_suffix.len() + 8 <= self.limits.max_bytes
+                && open.sql.len() + part.len() + plan.upsert_suffix.len() + 8
+                    <= self.limits.max_bytes
         });
         if !fits {
             self.finish();
@@ -283,7 +340,18 @@ impl<'p> Builder<'p> {
                 &plan.insert_prefix
             } else if plan.schema.key.len() == 1 {
                 // Single-column keys use `key IN (…)`, which MySQL turns into index lookups.
-                &format!("{}{} IN (", plan.delete_prefix, quote_mysql_ident(&plan.schema.key_columns().next().expect("a key has a column").name))
+                &format!(
+                    "{}{} IN (",
+                    plan.delete_prefix,
+                    quote_mysql_ident(
+                        &plan
+                            .schema
+                            .key_columns()
+                            .next()
+                            .expect("a key has a column")
+                            .name
+                    )
+                )
             } else {
                 &plan.delete_prefix
             };
@@ -296,11 +364,21 @@ impl<'p> Builder<'p> {
                     max_bytes: self.limits.max_bytes,
                 });
             }
-            self.current = Some(OpenStatement { plan, kind, sql: prefix.clone(), rows: 0 });
+            self.current = Some(OpenStatement {
+                plan,
+                kind,
+                sql: prefix.clone(),
+                rows: 0,
+            });
         }
         let open = self.current.as_mut().expect("a statement is open");
         if open.rows > 0 {
-            open.sql.push_str(if kind == StepKind::Delete && plan.schema.key.len() > 1 { " OR " } else { "," });
+            open.sql
+                .push_str(if kind == StepKind::Delete && plan.schema.key.len() > 1 {
+                    " OR "
+                } else {
+                    ","
+                });
         }
         open.sql.push_str(&part);
         open.rows += 1;
@@ -309,7 +387,9 @@ impl<'p> Builder<'p> {
     }
 
     fn finish(&mut self) {
-        let Some(mut open) = self.current.take() else { return };
+        let Some(mut open) = self.current.take() else {
+            return;
+        };
         match open.kind {
             StepKind::Upsert => open.sql.push_str(&open.plan.upsert_suffix),
             StepKind::Delete if open.plan.schema.key.len() == 1 => open.sql.push(')'),
@@ -326,25 +406,52 @@ mod tests {
     use crate::schema::{Column, PgType};
 
     fn plan(key: Vec<usize>) -> TablePlan {
-        let column = |name: &str, pg_type| Column { name: name.into(), pg_type, type_display: String::new() };
+        let column = |name: &str, pg_type| Column {
+            name: name.into(),
+            pg_type,
+            type_display: String::new(),
+        };
         TablePlan::new(TableSchema {
-            name: TableName { schema: "public".into(), name: "or`ders".into() },
-            columns: vec![column("id", PgType::Int4), column("region", PgType::Text), column("note", PgType::Text)],
+            name: TableName {
+                schema: "public".into(),
+                name: "or`ders".into(),
+            },
+            columns: vec![
+                column("id", PgType::Int4),
+                column("region", PgType::Text),
+                column("note", PgType::Text),
+            ],
             key,
         })
     }
 
     fn record(seq: u64, op: Operation, json: &str) -> JournalRecord {
         let raw = Some(RawValue::from_string(json.into()).unwrap());
-        let (new, old) = if op == Operation::Delete { (None, raw) } else { (raw, None) };
-        JournalRecord { seq, batch: 1, xid: 1, cid: seq as i64, table: "public.or`ders".into(), op, new, old }
+        let (new, old) = if op == Operation::Delete {
+            (None, raw)
+        } else {
+            (raw, None)
+        };
+        JournalRecord {
+            seq,
+            batch: 1,
+            xid: 1,
+            cid: seq as i64,
+            table: "public.or`ders".into(),
+            op,
+            new,
+            old,
+        }
     }
 
     fn plans(plan: TablePlan) -> HashMap<String, TablePlan> {
         HashMap::from([("public.or`ders".to_string(), plan)])
     }
 
-    const LIMITS: StatementLimits = StatementLimits { max_rows: 1000, max_bytes: 1 << 20 };
+    const LIMITS: StatementLimits = StatementLimits {
+        max_rows: 1000,
+        max_bytes: 1 << 20,
+    };
 
     #[test]
     fn consecutive_changes_merge_in_order() {
@@ -354,7 +461,11 @@ mod tests {
             record(3, Operation::Delete, r#"{"id":2}"#),
             record(4, Operation::Delete, r#"{"id":3}"#),
             record(5, Operation::Truncate, "null"),
-            record(6, Operation::Insert, r#"{"id":4,"region":"us","note":null}"#),
+            record(
+                6,
+                Operation::Insert,
+                r#"{"id":4,"region":"us","note":null}"#,
+            ),
         ];
         let statements = build_statements(&records, &plans(plan(vec![0])), LIMITS).unwrap();
         assert_eq!(
@@ -379,18 +490,42 @@ mod tests {
         let statements = build_statements(&records, &plans(plan(vec![0, 1])), LIMITS).unwrap();
         assert_eq!(
             statements,
-            vec!["DELETE FROM `or``ders` WHERE (`id`=1 AND `region`='eu') OR (`id`=2 AND `region`='us')"]
+            vec![
+                "DELETE FROM `or``ders` WHERE (`id`=1 AND `region`='eu') OR (`id`=2 AND `region`='us')"
+            ]
         );
     }
 
     #[test]
     fn statements_split_at_row_and_byte_limits() {
         let records: Vec<_> = (1..=5)
-            .map(|i| record(i, Operation::Insert, &format!(r#"{{"id":{i},"region":"eu","note":"x"}}"#)))
+            .map(|i| {
+                record(
+                    i,
+                    Operation::Insert,
+                    &format!(r#"{{"id":{i},"region":"eu","note":"x"}}"#),
+                )
+            })
             .collect();
-        let by_rows = build_statements(&records, &plans(plan(vec![0])), StatementLimits { max_rows: 2, max_bytes: 1 << 20 }).unwrap();
+        let by_rows = build_statements(
+            &records,
+            &plans(plan(vec![0])),
+            StatementLimits {
+                max_rows: 2,
+                max_bytes: 1 << 20,
+            },
+        )
+        .unwrap();
         assert_eq!(by_rows.len(), 3);
-        let by_bytes = build_statements(&records, &plans(plan(vec![0])), StatementLimits { max_rows: 100, max_bytes: 160 }).unwrap();
+        let by_bytes = build_statements(
+            &records,
+            &plans(plan(vec![0])),
+            StatementLimits {
+                max_rows: 100,
+                max_bytes: 160,
+            },
+        )
+        .unwrap();
         assert!(by_bytes.len() > 1);
         assert!(by_bytes.iter().all(|s| s.len() <= 160), "{by_bytes:?}");
     }
@@ -398,17 +533,39 @@ mod tests {
     #[test]
     fn oversized_row_is_an_error() {
         let note = "x".repeat(500);
-        let records = vec![record(9, Operation::Insert, &format!(r#"{{"id":1,"region":"eu","note":"{note}"}}"#))];
-        let error = build_statements(&records, &plans(plan(vec![0])), StatementLimits { max_rows: 10, max_bytes: 200 }).unwrap_err();
-        assert!(error.to_string().contains("raise max_allowed_packet"), "{error}");
+        let records = vec![record(
+            9,
+            Operation::Insert,
+            &format!(r#"{{"id":1,"region":"eu","note":"{note}"}}"#),
+        )];
+        let error = build_statements(
+            &records,
+            &plans(plan(vec![0])),
+            StatementLimits {
+                max_rows: 10,
+                max_bytes: 200,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("raise max_allowed_packet"),
+            "{error}"
+        );
     }
 
     #[test]
     fn changed_table_shape_is_an_error() {
         let missing = vec![record(1, Operation::Insert, r#"{"id":1,"region":"eu"}"#)];
         let error = build_statements(&missing, &plans(plan(vec![0])), LIMITS).unwrap_err();
-        assert!(error.to_string().contains("column note is missing"), "{error}");
-        let extra = vec![record(1, Operation::Insert, r#"{"id":1,"region":"eu","note":"a","added":1}"#)];
+        assert!(
+            error.to_string().contains("column note is missing"),
+            "{error}"
+        );
+        let extra = vec![record(
+            1,
+            Operation::Insert,
+            r#"{"id":1,"region":"eu","note":"a","added":1}"#,
+        )];
         let error = build_statements(&extra, &plans(plan(vec![0])), LIMITS).unwrap_err();
         assert!(error.to_string().contains("column added is new"), "{error}");
     }

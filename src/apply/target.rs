@@ -3,7 +3,7 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
-use super::statement::{quote_mysql_ident, TablePlan};
+use super::statement::{TablePlan, quote_mysql_ident};
 use super::value::write_string;
 use crate::config::Secret;
 
@@ -29,7 +29,9 @@ pub async fn connect(url: &Secret) -> Result<Conn, mysql_async::Error> {
     let opts = Opts::from_url(url.expose())?;
     // The daemon talks to the address in the URL; switching to a local socket found on the
     // server would bypass what the operator configured.
-    let opts = OptsBuilder::from_opts(opts).prefer_socket(false).init(SESSION_SETUP.to_vec());
+    let opts = OptsBuilder::from_opts(opts)
+        .prefer_socket(false)
+        .init(SESSION_SETUP.to_vec());
 
     Conn::new(opts).await
 }
@@ -49,7 +51,11 @@ pub async fn ensure_checkpoint_table(conn: &mut Conn) -> Result<(), mysql_async:
 
 /// Drops the checkpoint table.
 pub async fn drop_checkpoint_table(conn: &mut Conn) -> Result<(), mysql_async::Error> {
-    conn.query_drop(format!("DROP TABLE IF EXISTS {}", quote_mysql_ident(CHECKPOINT_TABLE))).await
+    conn.query_drop(format!(
+        "DROP TABLE IF EXISTS {}",
+        quote_mysql_ident(CHECKPOINT_TABLE)
+    ))
+    .await
 }
 
 /// Reads the last applied sequence number of a journal; 0 when nothing was applied.
@@ -108,7 +114,10 @@ pub async fn check_target_tables<'a>(
             ));
             continue;
         };
-        if !engine.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("InnoDB")) {
+        if !engine
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case("InnoDB"))
+        {
             problems.push(format!(
                 "the MySQL table `{table}` uses the {} engine, which has no transactions; \
                  convert it with ALTER TABLE `{table}` ENGINE=InnoDB",
@@ -122,7 +131,10 @@ pub async fn check_target_tables<'a>(
         write_string(&mut sql, table);
         let target_columns: Vec<String> = conn.query(sql).await?;
         for column in &plan.schema.columns {
-            if !target_columns.iter().any(|c| c.eq_ignore_ascii_case(&column.name)) {
+            if !target_columns
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(&column.name))
+            {
                 problems.push(format!(
                     "the MySQL table `{table}` has no column `{}` (type {} in PostgreSQL); add it",
                     column.name, column.type_display

@@ -28,11 +28,15 @@ pub fn write_literal(out: &mut String, pg_type: PgType, raw: &RawValue) -> Resul
         PgType::Int2 | PgType::Int4 | PgType::Int8 => write_integer(out, text),
         PgType::Numeric => write_number(out, text, false),
         PgType::Float4 | PgType::Float8 => write_number(out, text, true),
-        PgType::Bool => match text {
-            "true" => Ok(out.push_str("TRUE")),
-            "false" => Ok(out.push_str("FALSE")),
-            _ => Err("a boolean column holds a value that is not true or false".to_string()),
-        },
+        PgType::Bool => {
+            let literal = match text {
+                "true" => "TRUE",
+                "false" => "FALSE",
+                _ => return Err("a boolean column holds a value that is not true or false".into()),
+            };
+            out.push_str(literal);
+            Ok(())
+        }
         PgType::Text | PgType::Varchar | PgType::Bpchar | PgType::Uuid => {
             write_string(out, &json_string(text)?);
             Ok(())
@@ -101,7 +105,11 @@ fn write_number(out: &mut String, text: &str, allow_exponent: bool) -> Result<()
     }
     if !allow_exponent {
         let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
-        let significant = mantissa.trim_start_matches(['-', '0', '.']).bytes().filter(u8::is_ascii_digit).count();
+        let significant = mantissa
+            .trim_start_matches(['-', '0', '.'])
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .count();
         if significant > MYSQL_MAX_DECIMAL_DIGITS || digits > MYSQL_MAX_DECIMAL_DIGITS + 1 {
             return Err(format!(
                 "a numeric value has more than {MYSQL_MAX_DECIMAL_DIGITS} digits, the most a MySQL \
@@ -270,26 +278,50 @@ mod tests {
 
     #[test]
     fn integers_and_numerics_keep_every_digit() {
-        assert_eq!(literal(PgType::Int8, "9223372036854775807").unwrap(), "9223372036854775807");
-        assert_eq!(literal(PgType::Int8, "-9223372036854775808").unwrap(), "-9223372036854775808");
+        assert_eq!(
+            literal(PgType::Int8, "9223372036854775807").unwrap(),
+            "9223372036854775807"
+        );
+        assert_eq!(
+            literal(PgType::Int8, "-9223372036854775808").unwrap(),
+            "-9223372036854775808"
+        );
         let long = "123456789012345678901234567890.123456789012345678901234567890";
         assert_eq!(literal(PgType::Numeric, long).unwrap(), long);
-        assert_eq!(literal(PgType::Numeric, "-0.000000000000000000000000000001").unwrap(), "-0.000000000000000000000000000001");
-        assert_eq!(literal(PgType::Float8, "1.7976931348623157e+308").unwrap(), "1.7976931348623157e+308");
+        assert_eq!(
+            literal(PgType::Numeric, "-0.000000000000000000000000000001").unwrap(),
+            "-0.000000000000000000000000000001"
+        );
+        assert_eq!(
+            literal(PgType::Float8, "1.7976931348623157e+308").unwrap(),
+            "1.7976931348623157e+308"
+        );
     }
 
     #[test]
     fn non_finite_numbers_are_rejected() {
         for json in [r#""NaN""#, r#""Infinity""#, r#""-Infinity""#] {
-            assert!(literal(PgType::Float8, json).unwrap_err().contains("NaN or infinite"));
-            assert!(literal(PgType::Numeric, json).unwrap_err().contains("NaN or infinite"));
+            assert!(
+                literal(PgType::Float8, json)
+                    .unwrap_err()
+                    .contains("NaN or infinite")
+            );
+            assert!(
+                literal(PgType::Numeric, json)
+                    .unwrap_err()
+                    .contains("NaN or infinite")
+            );
         }
     }
 
     #[test]
     fn numeric_beyond_decimal_65_is_rejected() {
         let too_long = "1".repeat(66);
-        assert!(literal(PgType::Numeric, &too_long).unwrap_err().contains("more than 65 digits"));
+        assert!(
+            literal(PgType::Numeric, &too_long)
+                .unwrap_err()
+                .contains("more than 65 digits")
+        );
         let fits = format!("0.{}", "1".repeat(30));
         assert!(literal(PgType::Numeric, &fits).is_ok());
     }
@@ -328,14 +360,20 @@ mod tests {
 
     #[test]
     fn bytea_becomes_hex_literal() {
-        assert_eq!(literal(PgType::Bytea, r#""\\x00ff10""#).unwrap(), "X'00ff10'");
+        assert_eq!(
+            literal(PgType::Bytea, r#""\\x00ff10""#).unwrap(),
+            "X'00ff10'"
+        );
         assert_eq!(literal(PgType::Bytea, r#""\\x""#).unwrap(), "X''");
         assert!(literal(PgType::Bytea, r#""\\000""#).is_err());
     }
 
     #[test]
     fn dates_and_times_convert_exactly() {
-        assert_eq!(literal(PgType::Date, r#""2024-02-29""#).unwrap(), "'2024-02-29'");
+        assert_eq!(
+            literal(PgType::Date, r#""2024-02-29""#).unwrap(),
+            "'2024-02-29'"
+        );
         assert_eq!(
             literal(PgType::Timestamp, r#""2024-03-31T02:30:00.5""#).unwrap(),
             "'2024-03-31 02:30:00.500000'"
@@ -356,7 +394,13 @@ mod tests {
 
     #[test]
     fn out_of_range_dates_are_rejected() {
-        for json in [r#""infinity""#, r#""-infinity""#, r#""0044-03-15 BC""#, r#""10000-01-01""#, r#""0000-01-01""#] {
+        for json in [
+            r#""infinity""#,
+            r#""-infinity""#,
+            r#""0044-03-15 BC""#,
+            r#""10000-01-01""#,
+            r#""0000-01-01""#,
+        ] {
             assert!(literal(PgType::Date, json).is_err(), "{json}");
         }
         assert!(literal(PgType::Timestamptz, r#""infinity""#).is_err());

@@ -23,17 +23,17 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::install::{CAPTURE_SCHEMA, NOTIFY_CHANNEL};
-use crate::backoff::{sleep_or_shutdown, Backoff};
+use crate::backoff::{Backoff, sleep_or_shutdown};
 use crate::config::Secret;
 use crate::journal::{
-    compact_json, parse_row_image, write_row_image, ChangeLogKey, JournalError, JournalWriter,
-    NewChange, Operation,
+    ChangeLogKey, JournalError, JournalWriter, NewChange, Operation, compact_json, parse_row_image,
+    write_row_image,
 };
 
 /// Advisory lock key held by the draining session.
@@ -80,9 +80,7 @@ pub enum CaptureError {
     #[error("the connection to PostgreSQL closed")]
     ConnectionClosed,
     /// Another process drains the same change log.
-    #[error(
-        "another pg-to-mysql-sync process is draining this PostgreSQL database; stop it first"
-    )]
+    #[error("another pg-to-mysql-sync process is draining this PostgreSQL database; stop it first")]
     AlreadyDraining,
     /// A change-log row has content that no trigger of this version writes.
     #[error("change-log row {cid} is invalid: {reason}")]
@@ -98,11 +96,16 @@ pub enum CaptureError {
 }
 
 impl CaptureError {
-    /// Whether reconnecting and trying again can help.
+    /// Whether reconnecting and trying again can help. A failed journal write (a full disk,
+    /// say) is retried, since the writer has removed the partial batch; anything else in the
+    /// journal needs a restart or an operator.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            CaptureError::Postgres { .. } | CaptureError::ConnectionClosed | CaptureError::AlreadyDraining
+            CaptureError::Postgres { .. }
+                | CaptureError::ConnectionClosed
+                | CaptureError::AlreadyDraining
+                | CaptureError::Journal(JournalError::Io { .. })
         )
     }
 }
@@ -130,7 +133,13 @@ impl Drainer {
         pending_keys: Vec<ChangeLogKey>,
         durable_seq: watch::Sender<u64>,
     ) -> Self {
-        Drainer { pg_url, settings, writer: Some(writer), pending_keys, durable_seq }
+        Drainer {
+            pg_url,
+            settings,
+            writer: Some(writer),
+            pending_keys,
+            durable_seq,
+        }
     }
 
     /// Drains until `shutdown`, reconnecting with backoff after transient errors. Returns an
@@ -207,13 +216,17 @@ impl Drainer {
         if self.pending_keys.is_empty() {
             return Ok(());
         }
-        let tx = client.transaction().await.map_err(pg_error("begin a transaction"))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(pg_error("begin a transaction"))?;
         let deleted = delete_keys(&tx, &self.pending_keys).await?;
-        tx.commit().await.map_err(pg_error("commit the deletion of journaled rows"))?;
+        tx.commit()
+            .await
+            .map_err(pg_error("commit the deletion of journaled rows"))?;
         info!(
             rows = self.pending_keys.len(),
-            deleted,
-            "removed change-log rows journaled before the last stop"
+            deleted, "removed change-log rows journaled before the last stop"
         );
         self.pending_keys.clear();
 
@@ -222,7 +235,10 @@ impl Drainer {
 
     /// Moves one batch from the change log to the journal. Returns the number of rows moved.
     async fn drain_batch(&mut self, client: &mut Client) -> Result<usize, CaptureError> {
-        let tx = client.transaction().await.map_err(pg_error("begin a transaction"))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(pg_error("begin a transaction"))?;
         let statement = tx
             .prepare(&format!(
                 "SELECT id, txid, table_name, op::text, new_row::text, old_key::text, json_text::text \
@@ -231,12 +247,16 @@ impl Drainer {
             ))
             .await
             .map_err(pg_error("prepare the change-log query"))?;
-        let portal = tx.bind(&statement, &[]).await.map_err(pg_error("query the change log"))?;
+        let portal = tx
+            .bind(&statement, &[])
+            .await
+            .map_err(pg_error("query the change log"))?;
 
         let mut changes = Vec::new();
         let mut keys = Vec::new();
         let mut bytes = 0;
-        while changes.len() < self.settings.max_batch_rows && bytes < self.settings.max_batch_bytes {
+        while changes.len() < self.settings.max_batch_rows && bytes < self.settings.max_batch_bytes
+        {
             let rows = tx
                 .query_portal(&portal, self.settings.fetch_rows)
                 .await
@@ -245,7 +265,10 @@ impl Drainer {
             for row in rows {
                 let change = change_from_row(&row)?;
                 bytes += change.new.as_ref().map_or(0, |raw| raw.get().len());
-                keys.push(ChangeLogKey { cid: change.cid, xid: change.xid });
+                keys.push(ChangeLogKey {
+                    cid: change.cid,
+                    xid: change.xid,
+                });
                 changes.push(change);
             }
             if done {
@@ -261,12 +284,19 @@ impl Drainer {
         self.pending_keys = keys;
         // The records are durable from here on, whether or not the delete below commits.
         self.durable_seq.send_replace(appended.last_seq);
-        debug!(rows = count, batch = appended.batch, last_seq = appended.last_seq, "journaled batch");
+        debug!(
+            rows = count,
+            batch = appended.batch,
+            last_seq = appended.last_seq,
+            "journaled batch"
+        );
 
         crate::failpoint::hit("capture-after-fsync");
         delete_keys(&tx, &self.pending_keys).await?;
         crate::failpoint::hit("capture-before-commit");
-        tx.commit().await.map_err(pg_error("commit the drained batch"))?;
+        tx.commit()
+            .await
+            .map_err(pg_error("commit the drained batch"))?;
         self.pending_keys.clear();
 
         Ok(count)
@@ -277,7 +307,10 @@ impl Drainer {
         &mut self,
         changes: Vec<NewChange>,
     ) -> Result<crate::journal::AppendedBatch, CaptureError> {
-        let mut writer = self.writer.take().expect("the writer is returned after every append");
+        let mut writer = self
+            .writer
+            .take()
+            .expect("the writer is returned after every append");
         let (writer, result) = tokio::task::spawn_blocking(move || {
             let result = writer.append_batch(changes);
             (writer, result)
@@ -312,17 +345,31 @@ fn change_from_row(row: &tokio_postgres::Row) -> Result<NewChange, CaptureError>
     let cid: i64 = row.get(0);
     let invalid = |reason: String| CaptureError::InvalidRow { cid, reason };
     let code: String = row.get(3);
-    let op = Operation::from_code(&code).ok_or_else(|| invalid(format!("unknown operation `{code}`")))?;
+    let op = Operation::from_code(&code)
+        .ok_or_else(|| invalid(format!("unknown operation `{code}`")))?;
     let raw = |text: Option<String>| -> Result<Option<Box<RawValue>>, CaptureError> {
         let Some(text) = text else { return Ok(None) };
-        let text = if text.contains(['\n', '\r']) { compact_json(&text) } else { text };
-        RawValue::from_string(text).map(Some).map_err(|error| invalid(format!("invalid JSON: {error}")))
+        let text = if text.contains(['\n', '\r']) {
+            compact_json(&text)
+        } else {
+            text
+        };
+        RawValue::from_string(text)
+            .map(Some)
+            .map_err(|error| invalid(format!("invalid JSON: {error}")))
     };
     let mut new = raw(row.get(4))?;
     if let (Some(image), Some(json_text)) = (&new, raw(row.get(6))?) {
         new = Some(replace_json_columns(image, &json_text).map_err(invalid)?);
     }
-    let change = NewChange { xid: row.get(1), cid, table: row.get(2), op, new, old: raw(row.get(5))? };
+    let change = NewChange {
+        xid: row.get(1),
+        cid,
+        table: row.get(2),
+        op,
+        new,
+        old: raw(row.get(5))?,
+    };
     let shape_ok = match op {
         Operation::Insert | Operation::Update => change.new.is_some(),
         Operation::Delete => change.old.is_some(),
@@ -338,12 +385,18 @@ fn change_from_row(row: &tokio_postgres::Row) -> Result<NewChange, CaptureError>
 /// Replaces the values of `json` and `jsonb` columns in a row image with their text, as a JSON
 /// string (or null for SQL NULL), taken from the trigger's `json_text` object.
 fn replace_json_columns(image: &RawValue, json_text: &RawValue) -> Result<Box<RawValue>, String> {
-    let mut values = parse_row_image(image).map_err(|error| format!("invalid row image: {error}"))?;
-    let texts = parse_row_image(json_text).map_err(|error| format!("invalid json_text: {error}"))?;
+    let mut values =
+        parse_row_image(image).map_err(|error| format!("invalid row image: {error}"))?;
+    let texts =
+        parse_row_image(json_text).map_err(|error| format!("invalid json_text: {error}"))?;
     for (name, text) in texts {
         match values.iter_mut().find(|(column, _)| *column == name) {
             Some(entry) => entry.1 = text,
-            None => return Err(format!("json_text names column {name}, which the row lacks")),
+            None => {
+                return Err(format!(
+                    "json_text names column {name}, which the row lacks"
+                ));
+            }
         }
     }
 

@@ -16,7 +16,7 @@
 
 use tokio_postgres::Client;
 
-use crate::config::{quote_pg_ident, TableName};
+use crate::config::{TableName, quote_pg_ident};
 use crate::schema::{Column, PgType, TableSchema};
 
 /// Schema that holds the capture objects.
@@ -76,7 +76,10 @@ pub async fn install(
     client: &mut Client,
     tables: &[TableSchema],
 ) -> Result<InstallReport, InstallError> {
-    let tx = client.transaction().await.map_err(sql_error("begin the setup transaction"))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(sql_error("begin the setup transaction"))?;
     // DROP TRIGGER IF EXISTS reports missing triggers as notices, which are noise here.
     tx.batch_execute("SET LOCAL client_min_messages = warning")
         .await
@@ -84,12 +87,17 @@ pub async fn install(
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SETUP_LOCK_KEY])
         .await
         .map_err(sql_error("take the setup lock"))?;
-    tx.batch_execute(&change_log_ddl()).await.map_err(sql_error("create the change log"))?;
+    tx.batch_execute(&change_log_ddl())
+        .await
+        .map_err(sql_error("create the change log"))?;
 
     let mut report = InstallReport::default();
     for table in tables {
-        let json_count =
-            table.columns.iter().filter(|c| matches!(c.pg_type, PgType::Json | PgType::Jsonb)).count();
+        let json_count = table
+            .columns
+            .iter()
+            .filter(|c| matches!(c.pg_type, PgType::Json | PgType::Jsonb))
+            .count();
         if json_count > MAX_JSON_COLUMNS {
             return Err(InstallError::Unsupported(format!(
                 "table {} has {json_count} json and jsonb columns; at most {MAX_JSON_COLUMNS} \
@@ -104,14 +112,20 @@ pub async fn install(
             .get(0);
         tx.batch_execute(&trigger_ddl(table, oid))
             .await
-            .map_err(sql_error(format!("install capture triggers on {}", table.name)))?;
+            .map_err(sql_error(format!(
+                "install capture triggers on {}",
+                table.name
+            )))?;
         report.tables.push(table.name.clone());
     }
 
     let configured: Vec<String> = tables.iter().map(|t| t.name.quoted()).collect();
     for (relation, trigger) in installed_triggers(&tx).await? {
         if !configured.contains(&relation) {
-            let statement = format!("DROP TRIGGER IF EXISTS {} ON {relation}", quote_pg_ident(&trigger));
+            let statement = format!(
+                "DROP TRIGGER IF EXISTS {} ON {relation}",
+                quote_pg_ident(&trigger)
+            );
             tx.batch_execute(&statement)
                 .await
                 .map_err(sql_error(format!("remove capture trigger from {relation}")))?;
@@ -120,14 +134,19 @@ pub async fn install(
             }
         }
     }
-    tx.commit().await.map_err(sql_error("commit the setup transaction"))?;
+    tx.commit()
+        .await
+        .map_err(sql_error("commit the setup transaction"))?;
 
     Ok(report)
 }
 
 /// Removes all capture objects. Refuses while the change log holds changes, unless `force`.
 pub async fn uninstall(client: &mut Client, force: bool) -> Result<(), InstallError> {
-    let tx = client.transaction().await.map_err(sql_error("begin the teardown transaction"))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(sql_error("begin the teardown transaction"))?;
     let exists: bool = tx
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL",
@@ -138,7 +157,10 @@ pub async fn uninstall(client: &mut Client, force: bool) -> Result<(), InstallEr
         .get(0);
     if exists && !force {
         let pending: i64 = tx
-            .query_one(&format!("SELECT count(*) FROM {CAPTURE_SCHEMA}.change_log"), &[])
+            .query_one(
+                &format!("SELECT count(*) FROM {CAPTURE_SCHEMA}.change_log"),
+                &[],
+            )
             .await
             .map_err(sql_error("count the change log"))?
             .get(0);
@@ -149,7 +171,9 @@ pub async fn uninstall(client: &mut Client, force: bool) -> Result<(), InstallEr
     tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {CAPTURE_SCHEMA} CASCADE"))
         .await
         .map_err(sql_error("drop the capture schema"))?;
-    tx.commit().await.map_err(sql_error("commit the teardown transaction"))
+    tx.commit()
+        .await
+        .map_err(sql_error("commit the teardown transaction"))
 }
 
 /// Checks that the capture objects match the configuration, so that no change is captured for a
@@ -172,7 +196,10 @@ pub async fn verify(client: &Client, tables: &[TableName]) -> Result<(), Install
     let installed = installed_triggers(client).await?;
     for table in tables {
         let quoted = table.quoted();
-        let count = installed.iter().filter(|(relation, _)| relation == &quoted).count();
+        let count = installed
+            .iter()
+            .filter(|(relation, _)| relation == &quoted)
+            .count();
         if count != EVENTS.len() {
             return Err(InstallError::NotInstalled(format!(
                 "capture triggers are missing on table {table}; run `pg-to-mysql-sync setup`"
@@ -294,7 +321,13 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
     let key_json = |alias: &str| {
         let pairs: Vec<String> = table
             .key_columns()
-            .map(|c| format!("{}, {}", quote_literal(&c.name), json_value_expression(c, alias)))
+            .map(|c| {
+                format!(
+                    "{}, {}",
+                    quote_literal(&c.name),
+                    json_value_expression(c, alias)
+                )
+            })
             .collect();
         format!("json_build_object({})", pairs.join(", "))
     };
@@ -302,12 +335,21 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
         .columns
         .iter()
         .filter(|c| matches!(c.pg_type, PgType::Json | PgType::Jsonb))
-        .map(|c| format!("{}, {}", quote_literal(&c.name), json_value_expression(c, "n")))
+        .map(|c| {
+            format!(
+                "{}, {}",
+                quote_literal(&c.name),
+                json_value_expression(c, "n")
+            )
+        })
         .collect();
     let (json_text_column, json_text_value) = if json_columns.is_empty() {
         ("", String::new())
     } else {
-        (", json_text", format!(", json_build_object({})", json_columns.join(", ")))
+        (
+            ", json_text",
+            format!(", json_build_object({})", json_columns.join(", ")),
+        )
     };
     let key_match: Vec<String> = table
         .key_columns()
@@ -333,18 +375,24 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
          SELECT txid_current(), {table_literal}, 'D', {old_key} FROM old_rows o;",
         old_key = key_json("o"),
     );
-    let truncate_body = format!(
-        "{insert_into} new_row) VALUES (txid_current(), {table_literal}, 'T', NULL);"
-    );
+    let truncate_body =
+        format!("{insert_into} new_row) VALUES (txid_current(), {table_literal}, 'T', NULL);");
 
     let mut ddl = String::new();
     for (event, body, referencing) in [
         ("insert", insert_body, "REFERENCING NEW TABLE AS new_rows"),
-        ("update", update_body, "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+        (
+            "update",
+            update_body,
+            "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+        ),
         ("delete", delete_body, "REFERENCING OLD TABLE AS old_rows"),
         ("truncate", truncate_body, ""),
     ] {
-        let function = format!("{CAPTURE_SCHEMA}.{}", quote_pg_ident(&format!("capture_{oid}_{event}")));
+        let function = format!(
+            "{CAPTURE_SCHEMA}.{}",
+            quote_pg_ident(&format!("capture_{oid}_{event}"))
+        );
         let trigger = quote_pg_ident(&format!("{TRIGGER_PREFIX}{event}"));
         let tag = dollar_tag(&body);
         ddl.push_str(&format!(

@@ -8,5 +8,5 @@ mod install;
 
 pub use drain::{CaptureError, DrainSettings, Drainer};
 pub use install::{
-    install, uninstall, verify, InstallError, InstallReport, CAPTURE_SCHEMA, NOTIFY_CHANNEL,
+    CAPTURE_SCHEMA, InstallError, InstallReport, NOTIFY_CHANNEL, install, uninstall, verify,
 };

@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub use record::{
-    compact_json, parse_row_image, write_row_image, JournalRecord, Operation, RowValues,
+    JournalRecord, Operation, RowValues, compact_json, parse_row_image, write_row_image,
 };
 
 /// Segment size after which the writer starts a new segment. Large enough that rotation is
@@ -124,6 +124,15 @@ pub enum JournalError {
         /// The journal directory.
         dir: PathBuf,
     },
+    /// An earlier append failed and could not be undone; the process must restart.
+    #[error(
+        "journal segment {path} has a partly written batch that could not be removed; restart \
+         the daemon so that recovery truncates it"
+    )]
+    Poisoned {
+        /// The segment file.
+        path: PathBuf,
+    },
     /// The journal id file is unreadable.
     #[error("journal id file {path} is invalid; restore it from a backup")]
     InvalidId {
@@ -132,8 +141,15 @@ pub enum JournalError {
     },
 }
 
-fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> JournalError + 'a {
-    move |source| JournalError::Io { action, path: path.to_path_buf(), source }
+fn io_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> JournalError + 'a {
+    move |source| JournalError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -209,12 +225,27 @@ impl Journal {
             Some(&(first_seq, ref path)) => recover_last_segment(dir, path, first_seq)?,
             None => {
                 let writer = JournalWriter::create_segment(dir, 1, 1, max_segment_bytes)?;
-                (writer, Recovery { next_seq: 1, ..Recovery::default() })
+                (
+                    writer,
+                    Recovery {
+                        next_seq: 1,
+                        ..Recovery::default()
+                    },
+                )
             }
         };
-        let writer = JournalWriter { max_segment_bytes, ..writer };
+        let writer = JournalWriter {
+            max_segment_bytes,
+            ..writer
+        };
 
-        Ok(Journal { dir: dir.to_path_buf(), id, _lock: lock, writer: Some(writer), recovery })
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            id,
+            _lock: lock,
+            writer: Some(writer),
+            recovery,
+        })
     }
 
     /// The journal's id, which keys the checkpoint row in MySQL.
@@ -239,7 +270,9 @@ impl Journal {
 
     /// The oldest sequence number still on disk, if any segment exists.
     pub fn oldest_seq(&self) -> Result<Option<u64>, JournalError> {
-        Ok(list_segments(&self.dir)?.first().map(|(first_seq, _)| *first_seq))
+        Ok(list_segments(&self.dir)?
+            .first()
+            .map(|(first_seq, _)| *first_seq))
     }
 }
 
@@ -253,10 +286,14 @@ fn lock_directory(dir: &Path) -> Result<File, JournalError> {
         .map_err(io_error("open lock file", &path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(JournalError::Locked { path: dir.to_path_buf() }),
-        Err(fs::TryLockError::Error(source)) => {
-            Err(JournalError::Io { action: "lock", path, source })
-        }
+        Err(fs::TryLockError::WouldBlock) => Err(JournalError::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(source)) => Err(JournalError::Io {
+            action: "lock",
+            path,
+            source,
+        }),
     }
 }
 
@@ -265,7 +302,8 @@ fn read_or_create_id(dir: &Path) -> Result<String, JournalError> {
     match fs::read_to_string(&path) {
         Ok(text) => {
             let id = text.trim();
-            uuid::Uuid::parse_str(id).map_err(|_| JournalError::InvalidId { path: path.clone() })?;
+            uuid::Uuid::parse_str(id)
+                .map_err(|_| JournalError::InvalidId { path: path.clone() })?;
             Ok(id.to_string())
         }
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
@@ -273,7 +311,11 @@ fn read_or_create_id(dir: &Path) -> Result<String, JournalError> {
             write_durably(dir, &path, format!("{id}\n").as_bytes())?;
             Ok(id)
         }
-        Err(source) => Err(JournalError::Io { action: "read", path, source }),
+        Err(source) => Err(JournalError::Io {
+            action: "read",
+            path,
+            source,
+        }),
     }
 }
 
@@ -289,7 +331,9 @@ fn write_durably(dir: &Path, path: &Path, content: &[u8]) -> Result<(), JournalE
 }
 
 fn sync_directory(dir: &Path) -> Result<(), JournalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("fsync directory", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("fsync directory", dir))
 }
 
 fn remove_temporary_files(dir: &Path) -> Result<(), JournalError> {
@@ -328,11 +372,17 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
 }
 
 fn parse_header(path: &Path, line: &[u8]) -> Result<SegmentHeader, JournalError> {
-    let invalid = |reason: String| JournalError::Header { path: path.to_path_buf(), reason };
+    let invalid = |reason: String| JournalError::Header {
+        path: path.to_path_buf(),
+        reason,
+    };
     let header: SegmentHeader =
         serde_json::from_slice(line).map_err(|error| invalid(error.to_string()))?;
     if header.format != FORMAT_NAME {
-        return Err(invalid(format!("format is `{}`, expected `{FORMAT_NAME}`", header.format)));
+        return Err(invalid(format!(
+            "format is `{}`, expected `{FORMAT_NAME}`",
+            header.format
+        )));
     }
     if header.version != FORMAT_VERSION {
         return Err(invalid(format!(
@@ -355,14 +405,22 @@ fn recover_last_segment(
         .and_then(|mut f| f.read_to_end(&mut content))
         .map_err(io_error("read", path))?;
 
-    let header_end = content.iter().position(|&b| b == b'\n').ok_or_else(|| {
-        JournalError::Header { path: path.to_path_buf(), reason: "no complete header line".into() }
-    })?;
+    let header_end =
+        content
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| JournalError::Header {
+                path: path.to_path_buf(),
+                reason: "no complete header line".into(),
+            })?;
     let header = parse_header(path, &content[..header_end])?;
     if header.first_seq != first_seq {
         return Err(JournalError::Header {
             path: path.to_path_buf(),
-            reason: format!("first_seq {} does not match the file name", header.first_seq),
+            reason: format!(
+                "first_seq {} does not match the file name",
+                header.first_seq
+            ),
         });
     }
 
@@ -370,12 +428,18 @@ fn recover_last_segment(
     let mut truncated_bytes = 0;
     if scan.good_end < content.len() {
         truncated_bytes = (content.len() - scan.good_end) as u64;
-        let file = OpenOptions::new().write(true).open(path).map_err(io_error("open", path))?;
-        file.set_len(scan.good_end as u64).map_err(io_error("truncate", path))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_error("open", path))?;
+        file.set_len(scan.good_end as u64)
+            .map_err(io_error("truncate", path))?;
         file.sync_all().map_err(io_error("fsync", path))?;
     }
 
-    let last_batch = scan.last_batch.unwrap_or(header.first_batch.saturating_sub(1));
+    let last_batch = scan
+        .last_batch
+        .unwrap_or(header.first_batch.saturating_sub(1));
     let writer = JournalWriter::open_segment(dir, path, first_seq, scan.next_seq, last_batch + 1)?;
     let recovery = Recovery {
         next_seq: scan.next_seq,
@@ -401,8 +465,12 @@ fn scan_records(
     start: usize,
     first_seq: u64,
 ) -> Result<Scan, JournalError> {
-    let mut scan =
-        Scan { good_end: start, next_seq: first_seq, last_batch: None, last_batch_keys: Vec::new() };
+    let mut scan = Scan {
+        good_end: start,
+        next_seq: first_seq,
+        last_batch: None,
+        last_batch_keys: Vec::new(),
+    };
     let mut position = start;
     let mut line_number = 2;
     while position < content.len() {
@@ -417,14 +485,20 @@ fn scan_records(
                     scan.last_batch = Some(record.batch);
                     scan.last_batch_keys.clear();
                 }
-                scan.last_batch_keys.push(ChangeLogKey { cid: record.cid, xid: record.xid });
+                scan.last_batch_keys.push(ChangeLogKey {
+                    cid: record.cid,
+                    xid: record.xid,
+                });
                 scan.next_seq += 1;
                 position += length + 1;
                 scan.good_end = position;
                 line_number += 1;
                 continue;
             }
-            Ok(record) => format!("sequence {} where {} was expected", record.seq, scan.next_seq),
+            Ok(record) => format!(
+                "sequence {} where {} was expected",
+                record.seq, scan.next_seq
+            ),
             Err(reason) => reason,
         };
         if has_valid_record_after(content, position + length + 1) {
@@ -466,6 +540,8 @@ pub struct JournalWriter {
     next_seq: u64,
     next_batch: u64,
     max_segment_bytes: u64,
+    /// Set when a failed append could not be cut back; the file end is unknown until recovery.
+    poisoned: bool,
 }
 
 /// The sequence numbers a batch received.
@@ -509,8 +585,13 @@ impl JournalWriter {
         next_seq: u64,
         next_batch: u64,
     ) -> Result<JournalWriter, JournalError> {
-        let mut file = OpenOptions::new().append(true).open(path).map_err(io_error("open", path))?;
-        let segment_len = file.seek(SeekFrom::End(0)).map_err(io_error("seek", path))?;
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io_error("open", path))?;
+        let segment_len = file
+            .seek(SeekFrom::End(0))
+            .map_err(io_error("seek", path))?;
 
         Ok(JournalWriter {
             dir: dir.to_path_buf(),
@@ -521,6 +602,7 @@ impl JournalWriter {
             next_seq,
             next_batch,
             max_segment_bytes: DEFAULT_MAX_SEGMENT_BYTES,
+            poisoned: false,
         })
     }
 
@@ -532,6 +614,11 @@ impl JournalWriter {
     /// Appends a batch and makes it durable. When this returns `Ok`, every record of the batch
     /// survives a crash of the process or the host. On `Err`, none of them is in the journal.
     pub fn append_batch(&mut self, changes: Vec<NewChange>) -> Result<AppendedBatch, JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
         if self.segment_has_records && self.segment_len >= self.max_segment_bytes {
             *self = Self::create_segment(
                 &self.dir,
@@ -560,13 +647,20 @@ impl JournalWriter {
             seq += 1;
         }
         if seq == first_seq {
-            return Ok(AppendedBatch { batch, first_seq, last_seq: first_seq - 1 });
+            return Ok(AppendedBatch {
+                batch,
+                first_seq,
+                last_seq: first_seq - 1,
+            });
         }
 
         if let Err(error) = self.write_and_sync(&buffer) {
-            // Cut off whatever part of the batch reached the file; if even that fails, the
-            // torn tail is removed by recovery at the next start.
-            let _ = self.file.set_len(self.segment_len);
+            // Cut off whatever part of the batch reached the file. If even that fails, later
+            // lines would follow a torn one, so refuse further appends; recovery at the next
+            // start removes the torn tail.
+            if self.file.set_len(self.segment_len).is_err() {
+                self.poisoned = true;
+            }
             return Err(error);
         }
         self.segment_len += buffer.len() as u64;
@@ -574,11 +668,17 @@ impl JournalWriter {
         self.next_seq = seq;
         self.next_batch += 1;
 
-        Ok(AppendedBatch { batch, first_seq, last_seq: seq - 1 })
+        Ok(AppendedBatch {
+            batch,
+            first_seq,
+            last_seq: seq - 1,
+        })
     }
 
     fn write_and_sync(&mut self, buffer: &[u8]) -> Result<(), JournalError> {
-        self.file.write_all(buffer).map_err(io_error("write", &self.path))?;
+        self.file
+            .write_all(buffer)
+            .map_err(io_error("write", &self.path))?;
         crate::failpoint::hit("journal-after-write");
         self.file.sync_data().map_err(io_error("fsync", &self.path))
     }
@@ -607,7 +707,12 @@ struct OpenSegment {
 impl JournalReader {
     /// Creates a reader whose first record is `from_seq`.
     pub fn new(dir: &Path, from_seq: u64) -> JournalReader {
-        JournalReader { dir: dir.to_path_buf(), next_seq: from_seq, current: None, peeked: None }
+        JournalReader {
+            dir: dir.to_path_buf(),
+            next_seq: from_seq,
+            current: None,
+            peeked: None,
+        }
     }
 
     /// Reads up to `max_records` records or about `max_bytes` of row data, whichever comes
@@ -624,7 +729,9 @@ impl JournalReader {
         let mut records: Vec<JournalRecord> = Vec::new();
         let mut bytes = 0;
         while records.len() < hard_max_records {
-            let Some(record) = self.next_record(durable_seq)? else { break };
+            let Some(record) = self.next_record(durable_seq)? else {
+                break;
+            };
             let full = records.len() >= max_records || bytes >= max_bytes;
             if full && records.last().is_some_and(|last| last.xid != record.xid) {
                 self.peeked = Some(record);
@@ -667,7 +774,10 @@ impl JournalReader {
                     }
                     continue;
                 }
-                return Err(corrupt(segment, "incomplete line before the durable end".into()));
+                return Err(corrupt(
+                    segment,
+                    "incomplete line before the durable end".into(),
+                ));
             }
             line.pop();
             let record =
@@ -678,7 +788,10 @@ impl JournalReader {
                 continue;
             }
             if record.seq > self.next_seq {
-                let reason = format!("sequence {} where {} was expected", record.seq, self.next_seq);
+                let reason = format!(
+                    "sequence {} where {} was expected",
+                    record.seq, self.next_seq
+                );
                 return Err(corrupt(segment, reason));
             }
             self.next_seq += 1;
@@ -693,13 +806,21 @@ impl JournalReader {
             .iter()
             .rev()
             .find(|(first_seq, _)| *first_seq <= seq)
-            .ok_or_else(|| JournalError::Missing { seq, dir: self.dir.clone() })?;
+            .ok_or_else(|| JournalError::Missing {
+                seq,
+                dir: self.dir.clone(),
+            })?;
         let file = File::open(path).map_err(io_error("open", path))?;
         let mut reader = BufReader::with_capacity(256 * 1024, file);
         let mut header = Vec::new();
-        reader.read_until(b'\n', &mut header).map_err(io_error("read", path))?;
+        reader
+            .read_until(b'\n', &mut header)
+            .map_err(io_error("read", path))?;
         if header.last() != Some(&b'\n') {
-            return Err(JournalError::Header { path: path.clone(), reason: "no header line".into() });
+            return Err(JournalError::Header {
+                path: path.clone(),
+                reason: "no header line".into(),
+            });
         }
         header.pop();
         parse_header(path, &header)?;

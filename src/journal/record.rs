@@ -107,7 +107,9 @@ impl JournalRecord {
         let stored = u32::from_str_radix(hex, 16).map_err(|_| "checksum is not hexadecimal")?;
         let actual = crc32fast::hash(body);
         if stored != actual {
-            return Err(format!("checksum mismatch (stored {stored:08x}, computed {actual:08x})"));
+            return Err(format!(
+                "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+            ));
         }
 
         let mut json = Vec::with_capacity(body.len() + 1);
@@ -206,7 +208,10 @@ mod tests {
             cid: 99,
             table: "public.orders".into(),
             op: Operation::Update,
-            new: Some(RawValue::from_string(r#"{"id":1,"n":12345678901234567890.123456789}"#.into()).unwrap()),
+            new: Some(
+                RawValue::from_string(r#"{"id":1,"n":12345678901234567890.123456789}"#.into())
+                    .unwrap(),
+            ),
             old: None,
         }
     }
@@ -219,7 +224,10 @@ mod tests {
         let decoded = JournalRecord::decode_line(&line[..line.len() - 1]).unwrap();
         assert_eq!(decoded.seq, 7);
         assert_eq!(decoded.op, Operation::Update);
-        assert_eq!(decoded.new.unwrap().get(), r#"{"id":1,"n":12345678901234567890.123456789}"#);
+        assert_eq!(
+            decoded.new.unwrap().get(),
+            r#"{"id":1,"n":12345678901234567890.123456789}"#
+        );
     }
 
     #[test]
@@ -239,13 +247,19 @@ mod tests {
         for position in 0..line.len() {
             let mut damaged = line.clone();
             damaged[position] ^= 0x01;
-            assert!(JournalRecord::decode_line(&damaged).is_err(), "flip at {position} passed");
+            assert!(
+                JournalRecord::decode_line(&damaged).is_err(),
+                "flip at {position} passed"
+            );
         }
     }
 
     #[test]
     fn compact_json_keeps_strings_and_numbers() {
         let text = "{\n  \"a b\" : \"x \\\" \\n y\",\t\"n\": 1.500000000000000000001 }";
-        assert_eq!(compact_json(text), r#"{"a b":"x \" \n y","n":1.500000000000000000001}"#);
+        assert_eq!(
+            compact_json(text),
+            r#"{"a b":"x \" \n y","n":1.500000000000000000001}"#
+        );
     }
 }

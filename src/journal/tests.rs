@@ -17,7 +17,11 @@ fn change(cid: i64, xid: i64) -> NewChange {
     }
 }
 
-fn read_all(dir: &Path, from_seq: u64, durable_seq: u64) -> Result<Vec<JournalRecord>, JournalError> {
+fn read_all(
+    dir: &Path,
+    from_seq: u64,
+    durable_seq: u64,
+) -> Result<Vec<JournalRecord>, JournalError> {
     let mut reader = JournalReader::new(dir, from_seq);
     let mut all = Vec::new();
     loop {
@@ -40,10 +44,18 @@ fn records_round_trip_across_segments() {
     let mut writer = journal.take_writer().unwrap();
     let mut cid = 0;
     for batch in 0..20 {
-        let changes = (0..3).map(|_| { cid += 1; change(cid, batch) }).collect();
+        let changes = (0..3)
+            .map(|_| {
+                cid += 1;
+                change(cid, batch)
+            })
+            .collect();
         writer.append_batch(changes).unwrap();
     }
-    assert!(list_segments(dir.path()).unwrap().len() > 3, "small segments must rotate");
+    assert!(
+        list_segments(dir.path()).unwrap().len() > 3,
+        "small segments must rotate"
+    );
 
     let records = read_all(dir.path(), 1, 60).unwrap();
     assert_eq!(records.len(), 60);
@@ -60,7 +72,9 @@ fn reader_stops_at_durable_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let mut journal = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
     let mut writer = journal.take_writer().unwrap();
-    writer.append_batch((1..=10).map(|i| change(i, i)).collect()).unwrap();
+    writer
+        .append_batch((1..=10).map(|i| change(i, i)).collect())
+        .unwrap();
     let records = read_all(dir.path(), 1, 4).unwrap();
     assert_eq!(records.len(), 4);
 }
@@ -70,11 +84,20 @@ fn batch_extends_to_transaction_end() {
     let dir = tempfile::tempdir().unwrap();
     let mut journal = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
     let mut writer = journal.take_writer().unwrap();
-    let changes = vec![change(1, 1), change(2, 2), change(3, 2), change(4, 2), change(5, 3)];
+    let changes = vec![
+        change(1, 1),
+        change(2, 2),
+        change(3, 2),
+        change(4, 2),
+        change(5, 3),
+    ];
     writer.append_batch(changes).unwrap();
     let mut reader = JournalReader::new(dir.path(), 1);
     let first = reader.read_batch(5, 2, usize::MAX, 100).unwrap();
-    assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        first.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     let second = reader.read_batch(5, 2, usize::MAX, 100).unwrap();
     assert_eq!(second.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5]);
 }
@@ -91,7 +114,10 @@ fn second_open_is_locked_out() {
 #[test]
 fn journal_id_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let id = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap().id().to_string();
+    let id = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES)
+        .unwrap()
+        .id()
+        .to_string();
     let again = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
     assert_eq!(again.id(), id);
 }
@@ -108,7 +134,10 @@ fn torn_tail_keeps_exactly_the_whole_records() {
         let batch_count = rng.random_range(1..6);
         let mut cid = 0;
         for batch in 0..batch_count {
-            let changes = (0..rng.random_range(1..5)).map(|_| { cid += 1; change(cid, batch) });
+            let changes = (0..rng.random_range(1..5)).map(|_| {
+                cid += 1;
+                change(cid, batch)
+            });
             writer.append_batch(changes.collect()).unwrap();
         }
         drop(writer);
@@ -119,7 +148,10 @@ fn torn_tail_keeps_exactly_the_whole_records() {
         let header_end = content.iter().position(|&b| b == b'\n').unwrap() + 1;
         let cut = rng.random_range(header_end..=content.len());
         fs::write(&path, &content[..cut]).unwrap();
-        let whole_lines = content[header_end..cut].iter().filter(|&&b| b == b'\n').count();
+        let whole_lines = content[header_end..cut]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
 
         let journal = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
         let recovery = journal.recovery();
@@ -144,7 +176,9 @@ fn damaged_last_record_is_truncated_and_reported() {
     {
         let mut journal = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
         let mut writer = journal.take_writer().unwrap();
-        writer.append_batch((1..=3).map(|i| change(i, 1)).collect()).unwrap();
+        writer
+            .append_batch((1..=3).map(|i| change(i, 1)).collect())
+            .unwrap();
     }
     let path = last_segment(dir.path());
     let mut content = fs::read(&path).unwrap();
@@ -163,16 +197,27 @@ fn corrupt_middle_record_stops_recovery() {
     {
         let mut journal = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
         let mut writer = journal.take_writer().unwrap();
-        writer.append_batch((1..=5).map(|i| change(i, 1)).collect()).unwrap();
+        writer
+            .append_batch((1..=5).map(|i| change(i, 1)).collect())
+            .unwrap();
     }
     let path = last_segment(dir.path());
     let mut content = fs::read(&path).unwrap();
-    let third_line = content.iter().enumerate().filter(|&(_, &b)| b == b'\n').nth(2).unwrap().0 + 1;
+    let third_line = content
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'\n')
+        .nth(2)
+        .unwrap()
+        .0
+        + 1;
     content[third_line + 10] ^= 0x01;
     fs::write(&path, &content).unwrap();
 
     let error = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap_err();
-    let JournalError::Corrupt { line, offset, .. } = &error else { panic!("{error}") };
+    let JournalError::Corrupt { line, offset, .. } = &error else {
+        panic!("{error}")
+    };
     assert_eq!(*line, 4);
     assert_eq!(*offset, third_line as u64);
     let message = error.to_string();
@@ -188,7 +233,12 @@ fn corrupt_record_in_older_segment_stops_the_reader() {
     let mut journal = Journal::open(dir.path(), 400).unwrap();
     let mut writer = journal.take_writer().unwrap();
     for batch in 0..6 {
-        writer.append_batch(vec![change(batch * 2 + 1, batch), change(batch * 2 + 2, batch)]).unwrap();
+        writer
+            .append_batch(vec![
+                change(batch * 2 + 1, batch),
+                change(batch * 2 + 2, batch),
+            ])
+            .unwrap();
     }
     let (_, first) = list_segments(dir.path()).unwrap().remove(0);
     let mut content = fs::read(&first).unwrap();
@@ -206,13 +256,20 @@ fn last_batch_keys_are_recovered() {
     {
         let mut journal = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
         let mut writer = journal.take_writer().unwrap();
-        writer.append_batch(vec![change(1, 10), change(2, 10)]).unwrap();
-        writer.append_batch(vec![change(5, 11), change(3, 12)]).unwrap();
+        writer
+            .append_batch(vec![change(1, 10), change(2, 10)])
+            .unwrap();
+        writer
+            .append_batch(vec![change(5, 11), change(3, 12)])
+            .unwrap();
     }
     let journal = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
     assert_eq!(
         journal.recovery().last_batch_keys,
-        vec![ChangeLogKey { cid: 5, xid: 11 }, ChangeLogKey { cid: 3, xid: 12 }]
+        vec![
+            ChangeLogKey { cid: 5, xid: 11 },
+            ChangeLogKey { cid: 3, xid: 12 }
+        ]
     );
 }
 
@@ -228,10 +285,22 @@ fn release_deletes_only_fully_applied_segments() {
     assert!(before.len() >= 3);
     let second_first_seq = before[1].0;
 
-    assert_eq!(release_segments(dir.path(), second_first_seq - 2).unwrap(), 0);
-    assert_eq!(release_segments(dir.path(), second_first_seq - 1).unwrap(), 1);
+    assert_eq!(
+        release_segments(dir.path(), second_first_seq - 2).unwrap(),
+        0
+    );
+    assert_eq!(
+        release_segments(dir.path(), second_first_seq - 1).unwrap(),
+        1
+    );
     assert_eq!(release_segments(dir.path(), 8).unwrap(), before.len() - 2);
     let after = list_segments(dir.path()).unwrap();
     assert_eq!(after.len(), 1, "the newest segment stays");
-    assert_eq!(writer.append_batch(vec![change(100, 100)]).unwrap().first_seq, 9);
+    assert_eq!(
+        writer
+            .append_batch(vec![change(100, 100)])
+            .unwrap()
+            .first_seq,
+        9
+    );
 }

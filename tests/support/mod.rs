@@ -29,7 +29,9 @@ fn server_url(key: &str) -> String {
 pub async fn pg_connect(url: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .unwrap_or_else(|error| panic!("cannot connect to PostgreSQL ({error}); run scripts/test.sh"));
+        .unwrap_or_else(|error| {
+            panic!("cannot connect to PostgreSQL ({error}); run scripts/test.sh")
+        });
     tokio::spawn(connection);
     client
 }
@@ -55,16 +57,25 @@ impl Databases {
         let mysql_admin = server_url("PGSYNC_TEST_MYSQL_URL");
 
         let admin = pg_connect(&pg_admin).await;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
         let mut mysql = mysql_connect(&mysql_admin).await;
         mysql
-            .query_drop(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+            .query_drop(format!(
+                "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            ))
             .await
             .unwrap();
 
         let pg_url = format!("{}/{name}", pg_admin.rsplit_once('/').unwrap().0);
         let mysql_url = format!("{}/{name}", mysql_admin.trim_end_matches('/'));
-        Databases { name, pg_url, mysql_url }
+        Databases {
+            name,
+            pg_url,
+            mysql_url,
+        }
     }
 
     pub async fn pg(&self) -> Client {
@@ -87,11 +98,17 @@ impl Databases {
     pub async fn drop_all(self) {
         let admin = pg_connect(&server_url("PGSYNC_TEST_PG_URL")).await;
         admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .await
             .unwrap();
         let mut mysql = mysql_connect(&server_url("PGSYNC_TEST_MYSQL_URL")).await;
-        mysql.query_drop(format!("DROP DATABASE IF EXISTS {}", self.name)).await.unwrap();
+        mysql
+            .query_drop(format!("DROP DATABASE IF EXISTS {}", self.name))
+            .await
+            .unwrap();
     }
 
     pub async fn pg_rows(&self, sql: &str) -> Rows {
@@ -104,7 +121,8 @@ impl Databases {
 
     /// Polls until both queries return the same rows; panics with both sides after `timeout`.
     pub async fn wait_until_equal(&self, pg_sql: &str, mysql_sql: &str, timeout: Duration) -> Rows {
-        self.wait_until_equal_by(pg_sql, mysql_sql, timeout, |_| {}).await
+        self.wait_until_equal_by(pg_sql, mysql_sql, timeout, |_| {})
+            .await
     }
 
     /// Like `wait_until_equal`, comparing after `normalize` has rewritten both sides' rows.
@@ -127,7 +145,13 @@ impl Databases {
                 return actual;
             }
             if Instant::now() > deadline {
-                let shown = |rows: &Rows| format!("{} rows, first {:?}", rows.len(), rows.iter().take(3).collect::<Vec<_>>());
+                let shown = |rows: &Rows| {
+                    format!(
+                        "{} rows, first {:?}",
+                        rows.len(),
+                        rows.iter().take(3).collect::<Vec<_>>()
+                    )
+                };
                 let first_difference = expected.iter().zip(actual.iter()).position(|(e, a)| e != a);
                 panic!(
                     "MySQL did not match PostgreSQL within {timeout:?}\nPostgreSQL: {}\nMySQL: {}\nfirst differing row index: {first_difference:?} ({:?} vs {:?})",
@@ -149,9 +173,11 @@ pub async fn pg_rows(client: &Client, sql: &str) -> Rows {
         .unwrap()
         .into_iter()
         .filter_map(|message| match message {
-            SimpleQueryMessage::Row(row) => {
-                Some((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect())
-            }
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
             _ => None,
         })
         .collect()
@@ -165,7 +191,9 @@ pub async fn mysql_rows(conn: &mut mysql_async::Conn, sql: &str) -> Rows {
                 .into_iter()
                 .map(|value| match value {
                     mysql_async::Value::NULL => None,
-                    mysql_async::Value::Bytes(bytes) => Some(String::from_utf8(bytes).expect("compare text columns only")),
+                    mysql_async::Value::Bytes(bytes) => {
+                        Some(String::from_utf8(bytes).expect("compare text columns only"))
+                    }
                     other => Some(other.as_sql(true)),
                 })
                 .collect()
@@ -184,10 +212,19 @@ impl Pipeline {
         let dir = tempfile::tempdir().unwrap();
         let env = vec![
             ("PG_DATABASE_URL".to_string(), databases.pg_url.clone()),
-            ("MYSQL_DATABASE_URL".to_string(), databases.mysql_url.clone()),
+            (
+                "MYSQL_DATABASE_URL".to_string(),
+                databases.mysql_url.clone(),
+            ),
             ("SYNC_TABLES".to_string(), tables.to_string()),
-            ("DATA_DIR".to_string(), dir.path().join("datalog").display().to_string()),
-            ("RUST_LOG".to_string(), std::env::var("PGSYNC_TEST_LOG").unwrap_or_else(|_| "info".into())),
+            (
+                "DATA_DIR".to_string(),
+                dir.path().join("datalog").display().to_string(),
+            ),
+            (
+                "RUST_LOG".to_string(),
+                std::env::var("PGSYNC_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
         ];
         Pipeline { dir, env }
     }
@@ -198,8 +235,18 @@ impl Pipeline {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BINARY);
-        command.args(args).current_dir(self.dir.path()).stdin(Stdio::null());
-        for key in ["PG_DATABASE_URL", "MYSQL_DATABASE_URL", "SYNC_TABLES", "DATA_DIR", "MODE", "LOG_FORMAT"] {
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        for key in [
+            "PG_DATABASE_URL",
+            "MYSQL_DATABASE_URL",
+            "SYNC_TABLES",
+            "DATA_DIR",
+            "MODE",
+            "LOG_FORMAT",
+        ] {
             command.env_remove(key);
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
@@ -214,7 +261,11 @@ impl Pipeline {
     /// Runs `setup` and asserts that it succeeded.
     pub fn setup(&self) {
         let output = self.run_cli(&["setup"]);
-        assert!(output.status.success(), "setup failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "setup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// Starts the daemon; its log goes to `daemon-N.log` in the test directory.
@@ -228,7 +279,10 @@ impl Pipeline {
             .stderr(log)
             .spawn()
             .unwrap();
-        Daemon { child: Some(child), log_path }
+        Daemon {
+            child: Some(child),
+            log_path,
+        }
     }
 }
 
@@ -253,7 +307,10 @@ impl Daemon {
     /// Sends SIGTERM and waits up to 30 s for the exit.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -262,7 +319,10 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 child.kill().unwrap();
-                panic!("the daemon did not exit within 30 s of SIGTERM; log:\n{}", self.log());
+                panic!(
+                    "the daemon did not exit within 30 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -278,7 +338,10 @@ impl Daemon {
                 return status;
             }
             if Instant::now() > deadline {
-                panic!("the daemon did not exit within {timeout:?}; log:\n{}", self.log());
+                panic!(
+                    "the daemon did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -293,7 +356,10 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         while !self.log().contains(text) {
             if Instant::now() > deadline {
-                panic!("the daemon log did not show {text:?} within {timeout:?}; log:\n{}", self.log());
+                panic!(
+                    "the daemon log did not show {text:?} within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -314,7 +380,13 @@ pub fn segments(data_dir: &Path) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = fs::read_dir(data_dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .filter(|path| path.file_name().unwrap().to_str().unwrap().starts_with("segment-"))
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("segment-")
+        })
         .collect();
     paths.sort();
     paths
@@ -339,5 +411,7 @@ pub async fn items_pipeline(databases: &Databases) -> Pipeline {
 }
 
 pub async fn items_equal(databases: &Databases, timeout: Duration) -> Rows {
-    databases.wait_until_equal(ITEMS_PG_SELECT, ITEMS_MYSQL_SELECT, timeout).await
+    databases
+        .wait_until_equal(ITEMS_PG_SELECT, ITEMS_MYSQL_SELECT, timeout)
+        .await
 }
