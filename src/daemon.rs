@@ -2,12 +2,16 @@
 //!
 //! Start-up order: open the journal (lock and recovery), read the table definitions and check
 //! the capture objects in PostgreSQL, then start both stages. On SIGTERM or SIGINT both stages
-//! stop taking work; a journal batch or MySQL transaction in flight finishes or is not started,
+//! stop taking work. A journal batch or MySQL transaction in flight finishes or is not started,
 //! and the process exits 0.
+//!
+//! Under systemd (`Type=notify`), the daemon reports `READY=1` once both stages run,
+//! `STOPPING=1` on shutdown, and pings the watchdog when the unit sets `WatchdogSec`.
 
 use std::time::Duration;
 
 use anyhow::Context;
+use sd_notify::NotifyState;
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +82,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tables = config.tables.len(),
         "daemon started"
     );
+    notify_systemd(&[NotifyState::Ready, NotifyState::Status("syncing")]);
+    spawn_watchdog(shutdown.clone());
 
     // Whichever stage ends first, stop the other one too.
     let (capture_result, apply_result) = tokio::select! {
@@ -90,6 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             (capture_task.await, result)
         }
     };
+    notify_systemd(&[NotifyState::Stopping]);
     capture_result
         .context("capture task panicked")?
         .context("capture failed")?;
@@ -141,6 +148,26 @@ async fn load_and_verify(
     capture::verify(client, &config.tables).await?;
 
     Ok(schemas)
+}
+
+/// Sends a state to systemd when it started the process with `Type=notify`; a no-op otherwise.
+fn notify_systemd(state: &[NotifyState]) {
+    if let Err(error) = sd_notify::notify(state) {
+        warn!(error = %error, "failed to notify systemd");
+    }
+}
+
+/// Pings the systemd watchdog at half its interval while the runtime is alive, when the unit
+/// sets `WatchdogSec`.
+fn spawn_watchdog(shutdown: CancellationToken) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    tokio::spawn(async move {
+        while sleep_or_shutdown(interval / 2, &shutdown).await {
+            notify_systemd(&[NotifyState::Watchdog]);
+        }
+    });
 }
 
 fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -9,9 +9,17 @@ use pg_to_mysql_sync::telemetry::{LogFormat, init_tracing};
 use pg_to_mysql_sync::{apply, capture, daemon, schema};
 use tokio_postgres::NoTls;
 
+/// The version and the git commit it was built from, for `--version`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PG_TO_MYSQL_SYNC_COMMIT"),
+    ")"
+);
+
 /// Keeps MySQL and MariaDB tables in step with PostgreSQL tables.
 #[derive(Debug, Parser)]
-#[command(name = "pg-to-mysql-sync", version)]
+#[command(name = "pg-to-mysql-sync", version = VERSION)]
 struct Cli {
     /// Log line format.
     #[arg(
@@ -167,4 +175,42 @@ async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
     );
 
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    fn environment_keys(command: &clap::Command, keys: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            if let Some(key) = arg.get_env() {
+                keys.push(key.to_string_lossy().into_owned());
+            }
+        }
+        for subcommand in command.get_subcommands() {
+            environment_keys(subcommand, keys);
+        }
+    }
+
+    #[test]
+    fn env_example_documents_every_key() {
+        // RUST_LOG is read by the log filter, not by clap.
+        let mut keys = vec!["RUST_LOG".to_string()];
+        environment_keys(&Cli::command(), &mut keys);
+        assert!(keys.len() >= 7, "{keys:?}");
+        let example = include_str!("../.env.example");
+        for key in keys {
+            let documented = example
+                .lines()
+                .any(|line| line.starts_with(&format!("{key}=")));
+            assert!(documented, ".env.example does not document {key}");
+        }
+    }
+
+    #[test]
+    fn version_names_the_commit() {
+        assert!(super::VERSION.contains("(commit "), "{}", super::VERSION);
+    }
 }

@@ -24,8 +24,12 @@ pub fn init_tracing(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().init(),
+    // systemd sets JOURNAL_STREAM when standard error goes to journald, which stamps each
+    // line itself, so text lines leave the time out there.
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, under_journald) {
+        (LogFormat::Text, false) => builder.with_target(false).init(),
+        (LogFormat::Text, true) => builder.with_target(false).without_time().init(),
+        (LogFormat::Json, _) => builder.json().init(),
     }
 }

@@ -4,4 +4,5 @@ mod support;
 
 mod cli;
 mod durability;
+mod service;
 mod sync;
