@@ -317,3 +317,48 @@ async fn mysql_outage_mid_stream_converges() {
     );
     databases.drop_all().await;
 }
+
+/// Restarts the shared PostgreSQL server, so it runs in the serial pass like the MySQL outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the shared PostgreSQL server; scripts/test.sh runs it in a serial pass"]
+async fn postgres_restart_mid_stream_reconnects() {
+    let script = std::env::var("PGSYNC_TEST_SERVERS_SCRIPT").expect("run with scripts/test.sh");
+    let dir = std::env::var("PGSYNC_TEST_DIR").expect("run with scripts/test.sh");
+    let databases = Databases::create("pgrestart").await;
+    let pipeline = items_pipeline(&databases).await;
+    let mut daemon = pipeline.start();
+    let before = databases.pg().await;
+    before
+        .batch_execute(
+            "INSERT INTO items SELECT g, 'before', g, 0, now() FROM generate_series(1, 100) g",
+        )
+        .await
+        .unwrap();
+    items_equal(&databases, CONVERGE).await;
+
+    let status = Command::new("bash")
+        .args([&script, "stop-pg", &dir])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    daemon
+        .wait_for_log("capture failed, reconnecting", Duration::from_secs(20))
+        .await;
+    let status = Command::new("bash")
+        .args([&script, "start-pg", &dir])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let after = databases.pg().await;
+    after
+        .batch_execute(
+            "UPDATE items SET name = 'after' WHERE id <= 50;
+             INSERT INTO items SELECT g, 'new', g, 0, now() FROM generate_series(101, 150) g;",
+        )
+        .await
+        .unwrap();
+    assert_eq!(items_equal(&databases, CONVERGE).await.len(), 150);
+    assert!(daemon.stop().success());
+    databases.drop_all().await;
+}
