@@ -397,10 +397,9 @@ def check_overhead_run(pg: psycopg.Connection, table: str, rows: int) -> None:
 def time_bulk_insert(pg: psycopg.Connection, table: str, rows: int) -> float:
     reset_overhead_tables(pg)
     started = time.perf_counter()
-    pg.execute(
-        f"INSERT INTO {table} ({COLUMNS}) SELECT {ROW_VALUES} FROM generate_series(1, %s) AS g",
-        (rows,),
-    )
+    # Integers go into the text directly: ROW_VALUES uses %, which psycopg
+    # would read as a placeholder if parameters were passed.
+    pg.execute(f"INSERT INTO {table} ({COLUMNS}) SELECT {ROW_VALUES} FROM generate_series(1, {int(rows)}) AS g")
     seconds = time.perf_counter() - started
     check_overhead_run(pg, table, rows)
     return seconds
@@ -419,20 +418,32 @@ def pgbench_environment(servers: Servers) -> dict[str, str]:
     return env
 
 
-def run_pgbench(servers: Servers, script: Path, transactions: int) -> float:
-    """Run one pgbench client and return its transactions per second."""
+def run_pgbench(
+    servers: Servers, script: Path, transactions: int | None = None, clients: int = 1, seconds: int | None = None
+) -> tuple[float, int]:
+    """Run pgbench with `transactions` per client or for `seconds`; return tps and transactions done."""
+    command = [str(servers.pg_bin / "pgbench"), "-n", "-c", str(clients), "-j", str(min(clients, 2))]
+    command += ["-t", str(transactions)] if transactions is not None else ["-T", str(seconds)]
     result = subprocess.run(
-        [str(servers.pg_bin / "pgbench"), "-n", "-c", "1", "-t", str(transactions), "-f", str(script)],
+        command + ["-f", str(script)],
         env=pgbench_environment(servers),
         capture_output=True,
         text=True,
         check=False,
     )
-    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", result.stdout)
-    processed = re.search(r"number of transactions actually processed: (\d+)/", result.stdout)
-    if result.returncode != 0 or not match or not processed or int(processed.group(1)) != transactions:
+    tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", result.stdout)
+    processed = re.search(r"number of transactions actually processed: (\d+)", result.stdout)
+    failed = re.search(r"number of failed transactions: (\d+)", result.stdout)
+    expected = transactions * clients if transactions is not None else None
+    if (
+        result.returncode != 0
+        or not tps
+        or not processed
+        or (failed and int(failed.group(1)) != 0)
+        or (expected is not None and int(processed.group(1)) != expected)
+    ):
         raise RuntimeError(f"pgbench failed (exit status {result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return float(match.group(1))
+    return float(tps.group(1)), int(processed.group(1))
 
 
 def write_batched_insert_script(path: Path, table: str, statements: int) -> None:
@@ -444,52 +455,78 @@ def time_single_row_inserts(
     servers: Servers, pg: psycopg.Connection, script: Path, table: str, rows: int, per_transaction: int
 ) -> float:
     reset_overhead_tables(pg)
-    tps = run_pgbench(servers, script, rows // per_transaction)
+    tps, _ = run_pgbench(servers, script, transactions=rows // per_transaction)
     check_overhead_run(pg, table, rows)
     return (rows // per_transaction) / tps
 
 
-def measure_commit_latency(servers: Servers, pg: psycopg.Connection, work_dir: Path) -> float:
-    """Return the mean time in ms of one autocommit single-row INSERT, for context."""
-    script = work_dir / "autocommit-insert.sql"
-    script.write_text(SINGLE_ROW_INSERT.format(table="ovh_plain") + "\n")
+def measure_concurrent_commits(
+    servers: Servers, pg: psycopg.Connection, script: Path, table: str, clients: int, seconds: int
+) -> float:
+    """Return the tps of `clients` pgbench clients sending autocommit single-row INSERTs."""
     reset_overhead_tables(pg)
-    tps = run_pgbench(servers, script, 1000)
-    return 1000 / tps
+    tps, done = run_pgbench(servers, script, clients=clients, seconds=seconds)
+    check_overhead_run(pg, table, done)
+    return tps
 
 
-def measure_trigger_overhead(
-    servers: Servers, work_dir: Path, rows: int, per_transaction: int, repeats: int
-) -> tuple[OverheadResult, OverheadResult, float]:
-    single = OverheadResult()
-    bulk = OverheadResult()
-    scripts = {}
+@dataclass
+class TriggerOverhead:
+    commit_ms: float
+    single: OverheadResult = field(default_factory=OverheadResult)
+    bulk: OverheadResult = field(default_factory=OverheadResult)
+    # Transactions per second, not seconds: longer is better here.
+    concurrent_plain_tps: list[float] = field(default_factory=list)
+    concurrent_trig_tps: list[float] = field(default_factory=list)
+
+    @property
+    def concurrent_ratio(self) -> float:
+        return statistics.median(self.concurrent_plain_tps) / statistics.median(self.concurrent_trig_tps)
+
+
+def measure_trigger_overhead(servers: Servers, work_dir: Path, args: argparse.Namespace) -> TriggerOverhead:
+    rows = args.rows
+    batched = {}
+    autocommit = {}
     for table in ("ovh_plain", "ovh_trig"):
-        scripts[table] = work_dir / f"insert-{table}.sql"
-        write_batched_insert_script(scripts[table], table, per_transaction)
+        batched[table] = work_dir / f"insert-batched-{table}.sql"
+        write_batched_insert_script(batched[table], table, args.per_transaction)
+        autocommit[table] = work_dir / f"insert-autocommit-{table}.sql"
+        autocommit[table].write_text(SINGLE_ROW_INSERT.format(table=table) + "\n")
 
     with pg_connect(servers) as pg:
-        commit_ms = measure_commit_latency(servers, pg, work_dir)
-        log(f"context: one autocommit single-row INSERT takes {commit_ms:.2f} ms on average (1,000 in a row)")
+        reset_overhead_tables(pg)
+        tps, _ = run_pgbench(servers, autocommit["ovh_plain"], transactions=1000)
+        result = TriggerOverhead(commit_ms=1000 / tps)
+        log(f"context: one autocommit single-row INSERT takes {result.commit_ms:.2f} ms on average (1,000 in a row)")
         # Runs alternate between the two tables so that drift on the machine
         # affects both alike.
-        for repeat in range(1, repeats + 1):
-            for table, target in (("ovh_plain", single.plain_seconds), ("ovh_trig", single.trig_seconds)):
-                seconds = time_single_row_inserts(servers, pg, scripts[table], table, rows, per_transaction)
+        for repeat in range(1, args.overhead_repeats + 1):
+            for table, target in (("ovh_plain", result.single.plain_seconds), ("ovh_trig", result.single.trig_seconds)):
+                seconds = time_single_row_inserts(servers, pg, batched[table], table, rows, args.per_transaction)
                 target.append(seconds)
                 log(
                     f"trigger overhead, single-row INSERTs, run {repeat}, {table}: {seconds:.2f} s "
                     f"({format_count(rows / seconds)} rows/s)"
                 )
-            for table, target in (("ovh_plain", bulk.plain_seconds), ("ovh_trig", bulk.trig_seconds)):
+            for table, target in (("ovh_plain", result.bulk.plain_seconds), ("ovh_trig", result.bulk.trig_seconds)):
                 seconds = time_bulk_insert(pg, table, rows)
                 target.append(seconds)
                 log(
                     f"trigger overhead, INSERT … SELECT, run {repeat}, {table}: {seconds:.2f} s "
                     f"({format_count(rows / seconds)} rows/s)"
                 )
+            for table, target in (("ovh_plain", result.concurrent_plain_tps), ("ovh_trig", result.concurrent_trig_tps)):
+                tps = measure_concurrent_commits(
+                    servers, pg, autocommit[table], table, args.concurrent_clients, args.concurrent_seconds
+                )
+                target.append(tps)
+                log(
+                    f"trigger overhead, autocommit INSERTs from {args.concurrent_clients} clients, run {repeat}, "
+                    f"{table}: {format_count(tps)} commits/s"
+                )
         reset_overhead_tables(pg)
-    return single, bulk, commit_ms
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -532,7 +569,7 @@ def create_backlog(servers: Servers, rows: int) -> Backlog:
         # 10 transactions of inserts.
         for low in range(1, rows + 1, step):
             high = min(rows, low + step - 1)
-            pg.execute(f"INSERT INTO bench SELECT g, {ROW_VALUES} FROM generate_series(%s, %s) AS g", (low, high))
+            pg.execute(f"INSERT INTO bench SELECT g, {ROW_VALUES} FROM generate_series({low}, {high}) AS g")
             pg.commit()
         # 3 transactions that update the rows with id % 10 in (1, 2, 3): 30%.
         third = math.ceil(rows / 3)
@@ -540,14 +577,13 @@ def create_backlog(servers: Servers, rows: int) -> Backlog:
             pg.execute(
                 "UPDATE bench SET qty = qty + 1, price = price + 1.25, paid = NOT paid, "
                 "note = coalesce(note, '') || ' (updated)' "
-                "WHERE id % 10 IN (1, 2, 3) AND id BETWEEN %s AND %s",
-                (low, low + third - 1),
+                f"WHERE id % 10 IN (1, 2, 3) AND id BETWEEN {low} AND {low + third - 1}"
             )
             pg.commit()
         # 2 transactions that delete the rows with id % 10 = 9: 10%.
         half = math.ceil(rows / 2)
         for low in range(1, rows + 1, half):
-            pg.execute("DELETE FROM bench WHERE id % 10 = 9 AND id BETWEEN %s AND %s", (low, low + half - 1))
+            pg.execute(f"DELETE FROM bench WHERE id % 10 = 9 AND id BETWEEN {low} AND {low + half - 1}")
             pg.commit()
     pg_seconds = time.perf_counter() - started
 
@@ -864,6 +900,11 @@ def stop_daemon(daemon: subprocess.Popen) -> tuple[int | None, float]:
 # Report
 
 
+def read_load_average() -> str:
+    """Return the 1, 5 and 15 minute load averages from /proc/loadavg."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def read_machine() -> dict[str, str]:
     cpu_model = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -875,6 +916,7 @@ def read_machine() -> dict[str, str]:
         if line.startswith("MemTotal:"):
             mem_kib = int(line.split()[1])
     return {
+        "load_average": read_load_average(),
         "nproc": str(len(os.sched_getaffinity(0))),
         "cpu": cpu_model,
         "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
@@ -904,6 +946,13 @@ def read_git(repo: Path) -> str:
     return f"{commit} (src/, Cargo.toml and Cargo.lock as committed)"
 
 
+OPERATION_NAMES = {"I": "inserts", "U": "updates", "D": "deletes", "T": "truncates"}
+
+
+def seconds_list(values: list[float]) -> str:
+    return ", ".join(f"{value:.2f}" for value in values)
+
+
 @dataclass
 class Report:
     args: argparse.Namespace
@@ -911,9 +960,7 @@ class Report:
     pg_version: str
     mysql_version: str
     git: str
-    commit_ms: float
-    single: OverheadResult
-    bulk: OverheadResult
+    overhead: TriggerOverhead
     backlog: Backlog
     direct_seconds: list[float]
     drain: DrainResult
@@ -923,105 +970,132 @@ class Report:
     stop_seconds: float
     started_at: dt.datetime
     total_seconds: float
+    load_average_end: str
 
-    def lines(self) -> list[str]:
+    def header(self) -> list[str]:
+        machine = self.machine
+        return [
+            f"### Run of {self.started_at:%Y-%m-%d %H:%M} UTC",
+            "",
+            f"- Command: `{self.args.command}`",
+            f"- Commit: {self.git}",
+            f"- Machine: {machine['nproc']} CPUs (nproc), {machine['cpu']}, {machine['memory']} memory, "
+            f"Linux {machine['kernel']}; load average {machine['load_average']} at the start and "
+            f"{self.load_average_end} at the end",
+            f"- Servers: {self.pg_version} and MariaDB {self.mysql_version}, on the same machine, started by "
+            "scripts/servers.sh with its settings (every commit flushed to disk on both), reached over "
+            "TCP on 127.0.0.1",
+            f"- Context: one autocommit single-row INSERT into PostgreSQL took {self.overhead.commit_ms:.2f} ms "
+            "on average (pgbench, 1,000 in a row); most of that is the WAL flush",
+            f"- Whole run, from the start of scripts/bench.sh: {self.total_seconds:.0f} s",
+        ]
+
+    def table(self) -> list[str]:
         a = self.args
         b = self.backlog
         d = self.drain
+        o = self.overhead
+        lat = self.latency
         direct_seconds = statistics.median(self.direct_seconds)
         direct_rate = b.final_rows / direct_seconds
         drain_rate = b.changes / d.seconds
-        insert_rate = a.rows / d.seconds
         ratio = drain_rate / direct_rate
-        insert_ratio = insert_rate / direct_rate
-        lat = self.latency
+        insert_ratio = (a.rows / d.seconds) / direct_rate
         median_latency = statistics.median(lat.from_created_ms)
         peak_mib = d.peak_rss_kib / 1024
-        single_ratio = self.single.ratio
-        bulk_ratio = self.bulk.ratio
-        ops = ", ".join(f"{count:,} {name}" for name, count in sorted(b.by_op.items()))
-        exit_text = "killed after 60 s" if self.exit_status is None else f"exit status {self.exit_status}"
-
-        def seconds_list(values: list[float]) -> str:
-            return ", ".join(f"{v:.2f}" for v in values)
-
-        out = [
-            f"### Run of {self.started_at:%Y-%m-%d %H:%M} UTC",
-            "",
-            f"- Command: `{a.command}`",
-            f"- Commit: {self.git}",
-            f"- Machine: {self.machine['nproc']} CPUs (nproc), {self.machine['cpu']}, "
-            f"{self.machine['memory']} memory, Linux {self.machine['kernel']}; shared with other work, "
-            "so figures vary from run to run",
-            f"- Servers: {self.pg_version} and MariaDB {self.mysql_version}, started by "
-            "scripts/servers.sh on this machine with its settings (durable commits on both), "
-            "reached over TCP on 127.0.0.1",
-            f"- Context: one autocommit single-row INSERT into PostgreSQL takes {self.commit_ms:.2f} ms "
-            "here (pgbench, 1,000 in a row), most of it the WAL flush",
-            f"- Whole run, from the start of scripts/bench.sh: {self.total_seconds:.0f} s",
-            "",
+        ops = ", ".join(
+            f"{b.by_op[code]:,} {OPERATION_NAMES.get(code, code)}" for code in ("I", "U", "D", "T") if code in b.by_op
+        )
+        single_plain = statistics.median(o.single.plain_seconds)
+        single_trig = statistics.median(o.single.trig_seconds)
+        bulk_plain = statistics.median(o.bulk.plain_seconds)
+        bulk_trig = statistics.median(o.bulk.trig_seconds)
+        concurrent_plain = statistics.median(o.concurrent_plain_tps)
+        concurrent_trig = statistics.median(o.concurrent_trig_tps)
+        runs = len(o.single.plain_seconds)
+        return [
             "| Figure | Result | Target | |",
             "| --- | --- | --- | --- |",
-            f"| Backlog drain: {b.changes:,} changes ({ops}) | {d.seconds:.2f} s, "
+            f"| 1. Backlog drain: {b.changes:,} changes ({ops}) | {d.seconds:.2f} s, "
             f"**{format_count(drain_rate)} changes/s** | | |",
-            f"| Direct load: {b.final_rows:,} rows as INSERTs of {a.direct_rows_per_statement:,} rows, "
-            f"median of {len(self.direct_seconds)} | {direct_seconds:.2f} s, **{format_count(direct_rate)} rows/s** | | |",
+            f"| 2. Direct load: {b.final_rows:,} rows as INSERTs of {a.direct_rows_per_statement:,} rows "
+            f"(median of {len(self.direct_seconds)}) | {direct_seconds:.2f} s, "
+            f"**{format_count(direct_rate)} rows/s** | | |",
             f"| Drain rate ÷ direct rate (changes/s ÷ rows/s) | **{ratio:.0%}** | ≥ 50% | {verdict(ratio >= 0.5)} |",
             f"| Same, counting only the {a.rows:,} inserts of the drain | {insert_ratio:.0%} | | |",
-            f"| Trigger overhead, {a.rows:,} single-row INSERTs in transactions of {a.per_transaction:,} "
-            f"(median of {len(self.single.plain_seconds)}) | "
-            f"{statistics.median(self.single.plain_seconds):.2f} s → "
-            f"{statistics.median(self.single.trig_seconds):.2f} s, **{format_ratio(single_ratio)}** | | |",
-            f"| Trigger overhead, one {a.rows:,}-row INSERT … SELECT (median of {len(self.bulk.plain_seconds)}) | "
-            f"{statistics.median(self.bulk.plain_seconds):.2f} s → "
-            f"{statistics.median(self.bulk.trig_seconds):.2f} s, **{format_ratio(bulk_ratio)}** | < 2× | "
-            f"{verdict(bulk_ratio < 2)} |",
-            f"| Latency at {a.latency_rate:g} changes/s for {a.latency_seconds:g} s ({lat.rows:,} rows), "
-            f"`arrived − created_at` | {latency_summary(lat.from_created_ms, bold_median=True)} "
-            f"| median < 50 ms | {verdict(median_latency < 50)} |",
-            f"| Daemon peak RSS (VmHWM) during the drain | **{peak_mib:.1f} MiB** | < 64 MiB | {verdict(peak_mib < 64)} |",
-            "",
-            "Details:",
-            "",
-            f"- Backlog: written to PostgreSQL in {b.pg_seconds:.1f} s with the capture triggers installed "
-            f"and the daemon stopped: 10 transactions of `INSERT … SELECT generate_series`, 3 `UPDATE` "
-            f"transactions (qty, price, paid and note of 30% of the rows), 2 `DELETE` transactions "
-            f"(10% of the rows). {b.final_rows:,} rows remain.",
-            f"- Drain: the clock starts when the daemon process is started and stops at the first poll "
-            f"(every {DRAIN_POLL_SECONDS * 1000:.0f} ms) at which count(\\*), sum(qty), sum(price), "
-            f"sum(paid) and sum(customer_id) of the MariaDB table equal PostgreSQL's; after that, every "
-            f"row and column is compared once and found equal. First row visible after "
-            f"{d.first_row_seconds:.2f} s, all inserts after {d.inserts_seconds:.2f} s, all updates after "
-            f"{d.updates_seconds:.2f} s, all changes after {d.seconds:.2f} s. Checkpoint `applied_seq` "
-            f"at the end: {d.checkpoint:,}.",
-            f"- CPU time during the drain: {format_cpu(d.cpu, d.seconds)}.",
-            f"- Direct load runs: {seconds_list(self.direct_seconds)} s. Plain `INSERT` statements of "
-            f"{a.direct_rows_per_statement:,} rows, built before the clock starts, each committed on its own "
-            "(autocommit), into an empty table with the same definition. The drain counts changes and the "
-            "direct load counts rows: the drain's changes are 100,000 inserts plus updates and deletes, "
-            "each a row written or removed in MariaDB, so changes/s against rows/s compares the work per "
-            "second. The inserts-only ratio treats the updates and deletes as overhead and is a lower bound.",
-            f"- Trigger overhead runs (seconds, without trigger / with trigger): single-row "
-            f"{seconds_list(self.single.plain_seconds)} / {seconds_list(self.single.trig_seconds)}; "
-            f"INSERT … SELECT {seconds_list(self.bulk.plain_seconds)} / {seconds_list(self.bulk.trig_seconds)}. "
-            "Each run starts on an empty table and an empty change log after a CHECKPOINT, the daemon not "
-            "running, so the figures cover the trigger alone. Single-row INSERTs come from pgbench, one "
-            f"client, a script of `BEGIN`, {a.per_transaction:,} INSERTs and `COMMIT`; batching keeps the "
-            "WAL flush per commit from hiding the trigger's cost. Runs alternate between the two tables.",
-            f"- Latency: {a.latency_threads} connections write on an absolute schedule (row i is due at "
-            f"start + i / {a.latency_rate:g} s), each row a single-row INSERT in its own transaction whose "
-            f"created_at is `clock_timestamp()`; achieved {lat.achieved_rate:.0f} rows/s, "
-            f"{lat.late_writes} writes started more than one interval late, at most "
-            f"{lat.max_schedule_lag_ms:.1f} ms late. MariaDB fills `arrived` with CURRENT_TIMESTAMP(6), "
-            "which is the start of the daemon's INSERT statement, so the figure includes PostgreSQL's commit "
-            "but not MariaDB's. Measured from the moment the writer got the commit acknowledgement instead: "
-            f"{latency_summary(lat.from_commit_ms)}.",
-            f"- Memory: VmRSS sampled during the drain peaked at {d.sampled_rss_kib / 1024:.1f} MiB; "
-            f"VmHWM at the end of the run, after the latency phase, {self.final_peak_rss_kib / 1024:.1f} MiB.",
-            f"- Shutdown: SIGTERM at the end, the daemon stopped after {self.stop_seconds:.2f} s with "
-            f"{exit_text}.",
+            f"| 3a. Trigger overhead: {a.rows:,} single-row INSERTs in transactions of {a.per_transaction:,} "
+            f"(median of {runs}) | {single_plain:.2f} s → {single_trig:.2f} s, "
+            f"**{format_ratio(single_trig / single_plain)}** | | |",
+            f"| 3b. Trigger overhead: one {a.rows:,}-row INSERT … SELECT (median of {runs}) | "
+            f"{bulk_plain:.2f} s → {bulk_trig:.2f} s, **{format_ratio(bulk_trig / bulk_plain)}** | < 2× | "
+            f"{verdict(bulk_trig / bulk_plain < 2)} |",
+            f"| 3c. Autocommit single-row INSERTs from {a.concurrent_clients} clients for "
+            f"{a.concurrent_seconds} s (median of {runs}) | {format_count(concurrent_plain)} → "
+            f"{format_count(concurrent_trig)} commits/s, **{format_ratio(o.concurrent_ratio)}** slower | | |",
+            f"| 4. Latency at {a.latency_rate:g} changes/s for {a.latency_seconds:g} s "
+            f"({lat.rows:,} rows, achieved {lat.achieved_rate:.0f}/s), `arrived − created_at` | "
+            f"{latency_summary(lat.from_created_ms, bold_median=True)} | median < 50 ms | "
+            f"{verdict(median_latency < 50)} |",
+            f"| 5. Daemon peak RSS (VmHWM) during the drain | **{peak_mib:.1f} MiB** | < 64 MiB | "
+            f"{verdict(peak_mib < 64)} |",
         ]
-        return out
+
+    def details(self) -> list[str]:
+        a = self.args
+        b = self.backlog
+        d = self.drain
+        o = self.overhead
+        lat = self.latency
+        exit_text = (
+            f"was killed after {DAEMON_STOP_TIMEOUT_SECONDS} s"
+            if self.exit_status is None
+            else f"exited with status {self.exit_status}"
+        )
+        return [
+            f"- Backlog: written to PostgreSQL in {b.pg_seconds:.1f} s with the capture triggers installed and "
+            "the daemon stopped: 10 transactions of `INSERT … SELECT generate_series`, then 3 `UPDATE` "
+            "transactions (qty, price, paid and note of 30% of the rows), then 2 `DELETE` transactions "
+            f"(10% of the rows). {b.final_rows:,} rows remain.",
+            "- Drain: the clock starts when the daemon process is started and stops at the first poll "
+            f"(every {DRAIN_POLL_SECONDS * 1000:.0f} ms) at which count(\\*), sum(qty), sum(price), sum(paid) "
+            "and sum(customer_id) of the MariaDB table equal PostgreSQL's; after that, every row and column "
+            "is compared once and found equal. Until the inserts and updates are visible, the poll reads "
+            "single rows by primary key only, so it barely loads MariaDB. "
+            f"First row visible after {d.first_row_seconds:.2f} s, all inserts after {d.inserts_seconds:.2f} s, "
+            f"all updates after {d.updates_seconds:.2f} s, all changes after {d.seconds:.2f} s. "
+            f"Checkpoint `applied_seq` at the end: {d.checkpoint:,}.",
+            f"- CPU time during the drain: {format_cpu(d.cpu, d.seconds)}. The postgres figure misses "
+            "backends that exited during the drain.",
+            f"- Direct load runs: {seconds_list(self.direct_seconds)} s. Plain `INSERT` statements of "
+            f"{a.direct_rows_per_statement:,} rows, built before the clock starts and sent by PyMySQL, each "
+            "committed on its own (autocommit), into an empty table of the same definition, while the "
+            "daemon is not running. The drain rate counts changes and the direct rate counts rows. Each "
+            "change is one row written or removed in MariaDB, so the first ratio compares rows handled per "
+            f"second; the second ratio credits the drain with its {a.rows:,} inserts only, treats the "
+            "updates and deletes as overhead, and is a lower bound.",
+            f"- Trigger overhead runs, in seconds without / with the trigger: 3a "
+            f"{seconds_list(o.single.plain_seconds)} / {seconds_list(o.single.trig_seconds)}; 3b "
+            f"{seconds_list(o.bulk.plain_seconds)} / {seconds_list(o.bulk.trig_seconds)}; 3c in commits/s "
+            f"{', '.join(format_count(v) for v in o.concurrent_plain_tps)} / "
+            f"{', '.join(format_count(v) for v in o.concurrent_trig_tps)}. Each run starts on an empty table "
+            "and an empty change log after a CHECKPOINT, with the daemon not running, so the figures cover "
+            "the trigger alone, and runs alternate between the two tables. 3a and 3c use pgbench: in 3a one "
+            f"client runs a script of `BEGIN`, {a.per_transaction:,} INSERTs and `COMMIT`, so the WAL flush of "
+            "each commit does not hide the trigger's cost; in 3c each INSERT is its own transaction.",
+            f"- Latency: {a.latency_threads} connections write on an absolute schedule (row i is due at start + "
+            f"i / {a.latency_rate:g} s), each row a single-row INSERT in its own transaction whose created_at is "
+            f"`clock_timestamp()`. {lat.late_writes:,} writes started more than one interval late, the latest by "
+            f"{lat.max_schedule_lag_ms:.1f} ms. MariaDB fills `arrived` with CURRENT_TIMESTAMP(6), the start of "
+            "the daemon's INSERT statement, so the figure includes PostgreSQL's commit but not MariaDB's. "
+            "Measured from the moment the writer received the commit acknowledgement instead: "
+            f"{latency_summary(lat.from_commit_ms)}.",
+            f"- Memory: VmRSS sampled during the drain peaked at {d.sampled_rss_kib / 1024:.1f} MiB; VmHWM at "
+            f"the end of the run, after the latency phase, was {self.final_peak_rss_kib / 1024:.1f} MiB.",
+            f"- Shutdown: on SIGTERM at the end, the daemon {exit_text} after {self.stop_seconds:.2f} s.",
+        ]
+
+    def lines(self) -> list[str]:
+        return self.header() + [""] + self.table() + ["", "Details:", ""] + self.details()
 
 
 def write_report(report: Report, output: Path) -> None:
@@ -1052,6 +1126,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=100_000, help="rows inserted by the backlog and overhead workloads (default 100000)")
     parser.add_argument("--per-transaction", type=int, default=1_000, help="single-row INSERTs per transaction in the overhead test (default 1000)")
     parser.add_argument("--overhead-repeats", type=int, default=2, help="runs per table of each overhead test (default 2)")
+    parser.add_argument("--concurrent-clients", type=int, default=4, help="pgbench clients in the autocommit overhead test (default 4)")
+    parser.add_argument("--concurrent-seconds", type=int, default=5, help="length of each autocommit overhead run in seconds (default 5)")
     parser.add_argument("--direct-rows-per-statement", type=int, default=1_000, help="rows per INSERT of the direct load (default 1000)")
     parser.add_argument("--direct-repeats", type=int, default=3, help="runs of the direct load (default 3)")
     parser.add_argument("--latency-rate", type=float, default=500, help="changes per second in the latency test (default 500)")
@@ -1081,10 +1157,12 @@ def main() -> int:
     # Phase 1: only ovh_trig is captured.
     overhead_env = daemon_environment(servers, "public.ovh_trig", data_dir, args.rust_log)
     run_setup(args.binary, overhead_env, args.work_dir)
-    single, bulk, commit_ms = measure_trigger_overhead(
-        servers, args.work_dir, args.rows, args.per_transaction, args.overhead_repeats
+    overhead = measure_trigger_overhead(servers, args.work_dir, args)
+    log(
+        f"trigger overhead: batched single-row INSERTs {format_ratio(overhead.single.ratio)}, "
+        f"INSERT … SELECT {format_ratio(overhead.bulk.ratio)}, "
+        f"concurrent autocommit INSERTs {format_ratio(overhead.concurrent_ratio)}"
     )
-    log(f"trigger overhead: single-row INSERTs {format_ratio(single.ratio)}, INSERT … SELECT {format_ratio(bulk.ratio)}")
 
     # Phase 2: setup again with the benchmark tables, which removes the triggers from ovh_trig.
     env = daemon_environment(servers, "public.bench,public.lat", data_dir, args.rust_log)
@@ -1139,9 +1217,7 @@ def main() -> int:
         pg_version=pg_version,
         mysql_version=mysql_version,
         git=git,
-        commit_ms=commit_ms,
-        single=single,
-        bulk=bulk,
+        overhead=overhead,
         backlog=backlog,
         direct_seconds=direct_seconds,
         drain=drain,
@@ -1151,6 +1227,7 @@ def main() -> int:
         stop_seconds=stop_seconds,
         started_at=started_at,
         total_seconds=time.time() - script_started,
+        load_average_end=read_load_average(),
     )
     write_report(report, args.output)
     shutil.rmtree(data_dir, ignore_errors=True)

@@ -17,7 +17,11 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly repo_root
 readonly servers_script=$repo_root/scripts/servers.sh
-readonly binary=$repo_root/target/release/pg-to-mysql-sync
+# cargo resolves a relative CARGO_TARGET_DIR against its working directory,
+# which is repo_root here.
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$repo_root/$target_dir
+readonly binary=$target_dir/release/pg-to-mysql-sync
 readonly database=shop
 readonly tables=(customers orders order_lines)
 readonly SYNC_TIMEOUT_SECONDS=30
@@ -316,7 +320,7 @@ wait_for_sync() {
   done
   local elapsed
   elapsed=$(awk -v start="$started" -v end="$EPOCHREALTIME" 'BEGIN { printf "%.1f", end - start }')
-  echo "MySQL matches PostgreSQL (checked ${elapsed} s after the last commit):"
+  echo "MySQL matched PostgreSQL within ${elapsed} s of the last commit:"
   local table count
   for table in "${tables[@]}"; do
     count=$(pg "$database" -A -t -c "SELECT count(*) FROM $table")
@@ -341,8 +345,10 @@ start_daemon() {
   daemon_log=$work_dir/daemon.log
   # setsid keeps a Ctrl-C in the terminal from reaching the daemon, so the
   # EXIT trap stops it with SIGTERM and sees its exit status, and a daemon
-  # left running by --keep does not depend on this terminal.
-  (cd "$work_dir" && exec setsid "$binary" run </dev/null >>"$daemon_log" 2>&1) &
+  # left running by --keep does not depend on this terminal. DEBUG adds a
+  # log line per journaled and per applied batch, without row values.
+  (cd "$work_dir" && RUST_LOG=pg_to_mysql_sync=debug exec setsid "$binary" run \
+    </dev/null >>"$daemon_log" 2>&1) &
   daemon_pid=$!
 
   local deadline=$((SECONDS + DAEMON_START_TIMEOUT_SECONDS))
@@ -418,7 +424,7 @@ main() {
   step "pg-to-mysql-sync setup"
   (cd "$work_dir" && "$binary" setup)
 
-  step "Starting the daemon: pg-to-mysql-sync run"
+  step "Starting the daemon: RUST_LOG=pg_to_mysql_sync=debug pg-to-mysql-sync run"
   start_daemon
 
   step "Changing rows in PostgreSQL"
@@ -463,12 +469,13 @@ EOF
     die "the daemon exited with status $daemon_status after SIGTERM; expected 0"
   fi
   echo "the daemon exited with status 0"
-  tail -n 3 "$daemon_log"
+  tail -n 4 "$daemon_log"
 
   step "Stopping the servers"
-  local dir=$servers_dir
+  # servers_dir stays set until the stop succeeds, so that the EXIT trap
+  # stops them again if a Ctrl-C interrupts servers.sh.
+  bash "$servers_script" stop "$servers_dir"
   servers_dir=""
-  bash "$servers_script" stop "$dir"
 
   step "Done in $((SECONDS - started_at)) s"
   cat <<'EOF'

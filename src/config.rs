@@ -290,18 +290,10 @@ fn validate_pg_url(url: &str) -> Result<(), ConfigError> {
     }
     // NOTE: tokio-postgres's parse errors describe the bad part without echoing the URL, so
     // their text is safe to show.
-    let parsed = tokio_postgres::Config::from_str(url).map_err(|error| ConfigError::Invalid {
+    tokio_postgres::Config::from_str(url).map_err(|error| ConfigError::Invalid {
         key: "PG_DATABASE_URL",
         reason: format!("the URL cannot be parsed: {error}"),
     })?;
-    if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(ConfigError::Invalid {
-            key: "PG_DATABASE_URL",
-            reason: "sslmode=require is not supported yet; connect over a trusted network or \
-                     an SSH tunnel and remove sslmode"
-                .to_string(),
-        });
-    }
 
     Ok(())
 }

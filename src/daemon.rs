@@ -13,13 +13,12 @@ use std::time::Duration;
 use anyhow::Context;
 use sd_notify::NotifyState;
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::apply::{Applier, ApplySettings};
 use crate::backoff::{Backoff, sleep_or_shutdown};
-use crate::capture::{self, DrainSettings, Drainer};
+use crate::capture::{self, ConnectError, DrainSettings, Drainer, connect_pg};
 use crate::config::Config;
 use crate::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal};
 use crate::schema::{TableSchema, load_table_schemas};
@@ -116,14 +115,9 @@ async fn load_schemas(
 ) -> anyhow::Result<Option<Vec<TableSchema>>> {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
-        match tokio_postgres::connect(config.pg_url.expose(), NoTls).await {
-            Ok((client, connection)) => {
-                let driver = tokio::spawn(connection);
-                let result = load_and_verify(&client, config).await;
-                drop(client);
-                let _ = driver.await;
-                return result.map(Some);
-            }
+        match connect_pg(&config.pg_url).await {
+            Ok(connection) => return load_and_verify(&connection.client, config).await.map(Some),
+            Err(error @ ConnectError::Tls(_)) => return Err(error.into()),
             Err(error) => {
                 let delay = backoff.next_delay();
                 warn!(

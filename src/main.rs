@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use pg_to_mysql_sync::config::{Config, SettingsArgs};
 use pg_to_mysql_sync::telemetry::{LogFormat, init_tracing};
 use pg_to_mysql_sync::{apply, capture, daemon, schema};
-use tokio_postgres::NoTls;
 
 /// The version and the git commit it was built from, for `--version`.
 const VERSION: &str = concat!(
@@ -110,12 +109,7 @@ fn main() -> ExitCode {
 }
 
 async fn connect_pg(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(config.pg_url.expose(), NoTls)
-        .await
-        .context("connect to PostgreSQL")?;
-    tokio::spawn(connection);
-
-    Ok(client)
+    Ok(capture::connect_pg(&config.pg_url).await?.client)
 }
 
 async fn setup(config: &Config) -> anyhow::Result<()> {

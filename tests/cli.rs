@@ -259,3 +259,158 @@ fn dotenv_file_is_read_and_environment_overrides_it() {
         stderr(&output)
     );
 }
+
+/// Makes a CA and a server certificate for 127.0.0.1 with the openssl command.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            stderr(&output)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_verifies_the_server_certificate() {
+    // Turn TLS on in the shared test server; clients without sslmode=require are unaffected.
+    let certificates = tempfile::tempdir().unwrap();
+    make_certificates(certificates.path());
+    let postgres_files =
+        std::path::Path::new(&std::env::var("PGSYNC_TEST_DIR").expect("run with scripts/test.sh"))
+            .join("tls");
+    std::fs::create_dir_all(&postgres_files).unwrap();
+    for name in ["server.pem", "server.key"] {
+        std::fs::copy(certificates.path().join(name), postgres_files.join(name)).unwrap();
+    }
+    let status = std::process::Command::new("chown")
+        .arg("-R")
+        .arg("postgres:postgres")
+        .arg(&postgres_files)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::set_permissions(
+        postgres_files.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let admin = crate::support::pg_connect(&std::env::var("PGSYNC_TEST_PG_URL").unwrap()).await;
+    // ALTER SYSTEM refuses to run in a multi-statement batch, which is one transaction.
+    for statement in [
+        format!("ALTER SYSTEM SET ssl_cert_file = '{}/server.pem'", postgres_files.display()),
+        format!("ALTER SYSTEM SET ssl_key_file = '{}/server.key'", postgres_files.display()),
+        "ALTER SYSTEM SET ssl = on".to_string(),
+        "SELECT pg_reload_conf()".to_string(),
+    ] {
+        admin.batch_execute(&statement).await.unwrap();
+    }
+    // The reload is asynchronous; new sessions see the setting once it is done.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let session = crate::support::pg_connect(&std::env::var("PGSYNC_TEST_PG_URL").unwrap()).await;
+        let ssl: String = session.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+        if ssl == "on" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "ssl stayed {ssl}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let databases = Databases::create("tls").await;
+    databases.create_tables(ITEMS_PG, ITEMS_MYSQL).await;
+    let mut pipeline = Pipeline::new(&databases, "public.items");
+    let tls_url = format!("{}?sslmode=require", databases.pg_url);
+    pipeline.env[0].1 = tls_url;
+
+    // The test CA is not in the system store, so verification fails until it is named.
+    let output = pipeline.run_cli(&["setup"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("failed to connect to PostgreSQL"),
+        "{}",
+        stderr(&output)
+    );
+
+    pipeline.env.push((
+        "PG_SSL_ROOT_CERT".to_string(),
+        certificates.path().join("ca.pem").display().to_string(),
+    ));
+    pipeline.setup();
+    let ssl_in_use = databases
+        .pg_rows("SELECT count(*)::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.datname = current_database()")
+        .await;
+    assert_eq!(
+        ssl_in_use[0][0].as_deref(),
+        Some("0"),
+        "setup has disconnected"
+    );
+    let mut daemon = pipeline.start();
+    databases
+        .pg()
+        .await
+        .batch_execute("INSERT INTO items VALUES (1, 'over TLS', 1, 1, now())")
+        .await
+        .unwrap();
+    crate::support::items_equal(&databases, Duration::from_secs(30)).await;
+    let ssl_in_use = databases
+        .pg_rows("SELECT count(*)::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.datname = current_database()")
+        .await;
+    assert_eq!(
+        ssl_in_use[0][0].as_deref(),
+        Some("1"),
+        "the daemon's capture session uses TLS"
+    );
+    assert!(daemon.stop().success());
+    databases.drop_all().await;
+}

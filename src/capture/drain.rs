@@ -18,16 +18,15 @@
 //! Delivery to the journal is exactly once; the durable sequence number is published to the
 //! apply stage through a watch channel after each fsync.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, watch};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio::sync::watch;
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::connection::{ConnectError, PgConnection, connect_pg};
 use super::install::{CAPTURE_SCHEMA, NOTIFY_CHANNEL};
 use crate::backoff::{Backoff, sleep_or_shutdown};
 use crate::config::Secret;
@@ -76,6 +75,9 @@ pub enum CaptureError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// No connection could be made.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     /// The connection to PostgreSQL closed.
     #[error("the connection to PostgreSQL closed")]
     ConnectionClosed,
@@ -104,6 +106,7 @@ impl CaptureError {
             self,
             CaptureError::Postgres { .. }
                 | CaptureError::ConnectionClosed
+                | CaptureError::Connect(ConnectError::Connect(_))
                 | CaptureError::AlreadyDraining
                 | CaptureError::Journal(JournalError::Io { .. })
         )
@@ -177,7 +180,11 @@ impl Drainer {
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<(), CaptureError> {
-        let (mut client, wake, closed) = connect(&self.pg_url).await?;
+        let PgConnection {
+            mut client,
+            notifications: wake,
+            closed,
+        } = connect_pg(&self.pg_url).await?;
         client
             .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
             .await
@@ -401,31 +408,4 @@ fn replace_json_columns(image: &RawValue, json_text: &RawValue) -> Result<Box<Ra
     }
 
     Ok(write_row_image(&values))
-}
-
-/// Connects and spawns the connection driver. Returns the client, a wake-up signal fired on
-/// every notification, and a token cancelled when the connection closes.
-async fn connect(url: &Secret) -> Result<(Client, Arc<Notify>, CancellationToken), CaptureError> {
-    let (client, mut connection) = tokio_postgres::connect(url.expose(), NoTls)
-        .await
-        .map_err(pg_error("connect to PostgreSQL"))?;
-    let wake = Arc::new(Notify::new());
-    let closed = CancellationToken::new();
-    let (task_wake, task_closed) = (wake.clone(), closed.clone());
-    tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(_)) => task_wake.notify_one(),
-                Ok(_) => {}
-                Err(error) => {
-                    debug!(error = %error, "PostgreSQL connection ended");
-                    break;
-                }
-            }
-        }
-        task_closed.cancel();
-    });
-
-    Ok((client, wake, closed))
 }

@@ -3,9 +3,11 @@
 //! [`install`] puts a change-log table and statement-level triggers into PostgreSQL (the
 //! `setup` command), and [`Drainer`] moves captured changes from that table into the journal.
 
+mod connection;
 mod drain;
 mod install;
 
+pub use connection::{ConnectError, PG_SSL_ROOT_CERT_ENV, PgConnection, connect_pg};
 pub use drain::{CaptureError, DrainSettings, Drainer};
 pub use install::{
     CAPTURE_SCHEMA, InstallError, InstallReport, NOTIFY_CHANNEL, install, uninstall, verify,
