@@ -5,13 +5,13 @@
 #   --keep   Leave the servers and the daemon running at the end, and print
 #            how to connect to them and how to stop them.
 #
-# Builds the release binary, starts private PostgreSQL and MariaDB servers in
-# a temporary directory (scripts/servers.sh, which installs the Debian
-# packages if they are missing), creates a sample database `shop` on both,
-# runs `setup` and the daemon, changes rows in PostgreSQL and waits until
-# MySQL has the same rows. Without --keep, everything it started is stopped
-# and removed on exit, also on failure and on Ctrl-C. Must run as root,
-# because servers.sh does.
+# The script builds the release binary and starts private PostgreSQL and
+# MariaDB servers in a temporary directory with scripts/servers.sh, which
+# installs the Debian packages if they are missing. It then creates a sample
+# database `shop` on both, runs `setup` and the daemon, changes rows in
+# PostgreSQL and waits until MySQL has the same rows. Without --keep,
+# everything it started is stopped and removed on exit, also on failure and
+# on Ctrl-C. Must run as root, because servers.sh does.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,9 +34,16 @@ work_dir=""
 daemon_pid=""
 daemon_log=""
 
+# Print the usage text to standard output for --help, or to standard error
+# with exit status 2 after an invalid option.
 usage() {
-  sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-  exit 2
+  local status=${1:-2}
+  if ((status == 0)); then
+    sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  else
+    sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  fi
+  exit "$status"
 }
 
 step() {
@@ -91,6 +98,9 @@ cleanup() {
   if ((keep && status == 0)); then
     exit 0
   fi
+  if [[ -n $servers_dir ]]; then
+    printf '\nquickstart.sh: exiting with status %s; stopping the daemon and the servers\n' "$status" >&2
+  fi
   if daemon_running; then
     local daemon_status=0
     stop_daemon || daemon_status=$?
@@ -110,9 +120,10 @@ cleanup() {
 # ---------------------------------------------------------------------------
 # Database clients
 
-# Run psql on database $1 with SQL from standard input. The connection comes
-# from the PG* variables set in configure_clients; the password comes from
-# the password file, so it never appears in a process list.
+# Run psql on database $1 with the remaining arguments, or with SQL from
+# standard input. The connection comes from the PG* variables that
+# configure_clients sets. The password comes from a password file, so it
+# never appears in a process list.
 pg() {
   local db=$1
   shift
@@ -251,8 +262,8 @@ SQL
 # ---------------------------------------------------------------------------
 # Comparison
 
-# SELECTs that print each table the same way on both servers: booleans as
-# 0/1, times in UTC with microseconds, NULL as the word NULL.
+# Print a SELECT of table $1 whose output reads the same on both servers:
+# booleans as 0/1, times in UTC with microseconds, NULL as the word NULL.
 pg_canonical_select() {
   case $1 in
     customers) echo "SELECT id, email, name, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM customers ORDER BY id" ;;
@@ -343,8 +354,8 @@ show_rows() {
 
 start_daemon() {
   daemon_log=$work_dir/daemon.log
-  # setsid keeps a Ctrl-C in the terminal from reaching the daemon, so the
-  # EXIT trap stops it with SIGTERM and sees its exit status, and a daemon
+  # setsid keeps a Ctrl-C in the terminal from reaching the daemon. The EXIT
+  # trap then stops it with SIGTERM and gets its exit status, and a daemon
   # left running by --keep does not depend on this terminal. DEBUG adds a
   # log line per journaled and per applied batch, without row values.
   (cd "$work_dir" && RUST_LOG=pg_to_mysql_sync=debug exec setsid "$binary" run \
@@ -373,10 +384,10 @@ main() {
   while (($# > 0)); do
     case $1 in
       --keep) keep=1 ;;
-      -h | --help) usage ;;
+      -h | --help) usage 0 ;;
       *)
         printf 'quickstart.sh: error: unknown option %s\n' "$1" >&2
-        usage
+        usage 2
         ;;
     esac
     shift
@@ -399,7 +410,7 @@ main() {
   step "Starting private PostgreSQL and MariaDB servers on 127.0.0.1"
   servers_dir=$(mktemp -d "${TMPDIR:-/tmp}/pgsync-quickstart.XXXXXX")
   bash "$servers_script" start "$servers_dir"
-  # servers.sh makes the directory world-readable, and .env holds passwords.
+  # servers.sh makes the directory world-readable, and .env contains passwords.
   work_dir=$servers_dir/work
   mkdir -m 0700 "$work_dir"
   configure_clients
@@ -456,7 +467,7 @@ main() {
 PostgreSQL:  PGPASSFILE=$pgpass_file psql -h $pg_host -p $pg_port -U postgres $database
 MySQL:       mariadb --defaults-file=$servers_dir/mysql-client.cnf $database
 Daemon log:  tail -f $daemon_log
-Stop:        kill -TERM $daemon_pid; scripts/servers.sh stop $servers_dir
+Stop:        kill -TERM $daemon_pid; $servers_script stop $servers_dir
 EOF
     return 0
   fi
