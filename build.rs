@@ -14,7 +14,9 @@ fn main() {
     println!("cargo:rustc-env=PG_TO_MYSQL_SYNC_COMMIT={commit}");
 
     // Rebuild when the checked-out commit moves. A path that does not exist would make cargo
-    // rerun this script on every build, so name only the ones present.
+    // rerun this script on every build, so name only the ones present. Naming build.rs keeps
+    // cargo from rerunning it on any change in the package when there is no .git at all.
+    println!("cargo:rerun-if-changed=build.rs");
     for path in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
         if Path::new(path).exists() {
             println!("cargo:rerun-if-changed={path}");
