@@ -362,3 +362,53 @@ async fn postgres_restart_mid_stream_reconnects() {
     assert!(daemon.stop().success());
     databases.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_change_halts_apply_until_fixed() {
+    let databases = Databases::create("halt").await;
+    let pipeline = items_pipeline(&databases).await;
+    let mut mysql = databases.mysql().await;
+    mysql_async::prelude::Queryable::query_drop(
+        &mut mysql,
+        "ALTER TABLE items ADD CONSTRAINT qty_small CHECK (qty < 1000)",
+    )
+    .await
+    .unwrap();
+    let mut daemon = pipeline.start();
+    let pg = databases.pg().await;
+    pg.batch_execute(
+        "INSERT INTO items VALUES (1, 'fits', 1, 1, now());
+         INSERT INTO items VALUES (2, 'secret-row-value', 5000, 1, now());
+         INSERT INTO items VALUES (3, 'after the rejected one', 2, 1, now());",
+    )
+    .await
+    .unwrap();
+
+    daemon
+        .wait_for_log("apply halted", Duration::from_secs(30))
+        .await;
+    let log = daemon.log();
+    assert!(log.contains("into the table of public.items"), "{log}");
+    assert!(log.contains("qty_small"), "the constraint is named: {log}");
+    assert!(
+        !log.contains("secret-row-value"),
+        "row values stay out of the log: {log}"
+    );
+    let applied = databases
+        .mysql_rows("SELECT id FROM items ORDER BY id")
+        .await;
+    assert!(
+        applied.len() <= 1,
+        "nothing after the rejected change is applied: {applied:?}"
+    );
+
+    mysql_async::prelude::Queryable::query_drop(
+        &mut mysql,
+        "ALTER TABLE items DROP CONSTRAINT qty_small",
+    )
+    .await
+    .unwrap();
+    assert_eq!(items_equal(&databases, CONVERGE).await.len(), 3);
+    assert!(daemon.stop().success());
+    databases.drop_all().await;
+}

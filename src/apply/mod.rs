@@ -36,7 +36,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-pub use statement::{PlanError, StatementLimits, TablePlan, build_statements, quote_mysql_ident};
+pub use statement::{
+    PlanError, Statement, StatementLimits, TablePlan, build_statements, quote_mysql_ident,
+};
 pub use target::{
     CHECKPOINT_TABLE, check_target_tables, connect, drop_checkpoint_table, ensure_checkpoint_table,
     read_checkpoint,
@@ -96,6 +98,24 @@ pub enum ApplyError {
         /// The cause; its server message can quote row values, so it is logged at DEBUG only.
         source: mysql_async::Error,
     },
+    /// MySQL rejected a statement; the transaction was rolled back.
+    #[error(
+        "MySQL rejected the {operation} of journal records {first_seq} to {last_seq} into the \
+         table of {table}: {}",
+        describe_mysql_error(.source)
+    )]
+    Rejected {
+        /// Source table as `schema.table`.
+        table: String,
+        /// `upsert`, `delete` or `truncate`.
+        operation: &'static str,
+        /// First journal record of the statement.
+        first_seq: u64,
+        /// Last journal record of the statement.
+        last_seq: u64,
+        /// The cause.
+        source: mysql_async::Error,
+    },
     /// Records cannot be turned into statements.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -123,7 +143,9 @@ impl ApplyError {
     /// The single place that decides how an apply error is handled.
     pub fn class(&self) -> ErrorClass {
         match self {
-            ApplyError::Mysql { source, .. } => classify(source),
+            ApplyError::Mysql { source, .. } | ApplyError::Rejected { source, .. } => {
+                classify(source)
+            }
             _ => ErrorClass::NeedsOperator,
         }
     }
@@ -161,13 +183,28 @@ pub fn classify(error: &mysql_async::Error) -> ErrorClass {
     }
 }
 
-/// Describes a MySQL error without the server's message text, which can quote row values
-/// ("Duplicate entry 'alice@example.com'…").
+/// Server errors whose message names columns, constraints or tables but never quotes a row
+/// value, so it may be logged: 1048 column cannot be null, 1054 unknown column, 1142 command
+/// denied, 1146 no such table, 1264 value out of range, 1406 data too long, 1451 and 1452
+/// foreign key, 3819 check constraint (MySQL), 4025 constraint failed (MariaDB).
+const MESSAGES_WITHOUT_VALUES: [u16; 10] =
+    [1048, 1054, 1142, 1146, 1264, 1406, 1451, 1452, 3819, 4025];
+
+/// Describes a MySQL error. The server's message is included only where it cannot quote row
+/// values; others, such as "Duplicate entry 'alice@example.com'…", show the code alone.
 pub fn describe_mysql_error(error: &mysql_async::Error) -> String {
     match error {
-        mysql_async::Error::Server(server) => {
-            format!("MySQL error {} (SQLSTATE {})", server.code, server.state)
+        mysql_async::Error::Server(server) if MESSAGES_WITHOUT_VALUES.contains(&server.code) => {
+            format!(
+                "MySQL error {} (SQLSTATE {}): {}",
+                server.code, server.state, server.message
+            )
         }
+        mysql_async::Error::Server(server) => format!(
+            "MySQL error {} (SQLSTATE {}); RUST_LOG=debug logs the server's message, which can \
+             contain row values",
+            server.code, server.state
+        ),
         other => other.to_string(),
     }
 }
@@ -243,7 +280,9 @@ impl Applier {
                         delay_ms = delay.as_millis() as u64,
                         "apply halted until the cause is fixed; capture continues"
                     );
-                    if let ApplyError::Mysql { source, .. } = &error {
+                    if let ApplyError::Mysql { source, .. } | ApplyError::Rejected { source, .. } =
+                        &error
+                    {
                         debug!(error = %source, "MySQL error detail");
                     }
                     delay
@@ -342,10 +381,23 @@ impl Applier {
             .start_transaction(TxOpts::default())
             .await
             .map_err(mysql_error("start a transaction"))?;
-        for sql in statements {
+        for statement in statements {
+            let Statement {
+                sql,
+                table,
+                operation,
+                first_seq,
+                last_seq,
+            } = statement;
             tx.query_drop(sql)
                 .await
-                .map_err(mysql_error("apply a change"))?;
+                .map_err(|source| ApplyError::Rejected {
+                    table,
+                    operation,
+                    first_seq,
+                    last_seq,
+                    source,
+                })?;
         }
         crate::failpoint::hit("apply-before-checkpoint");
         tx.query_drop(target::checkpoint_statement(&self.journal_id, last_seq))

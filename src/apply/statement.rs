@@ -93,7 +93,7 @@ pub struct TablePlan {
     insert_prefix: String,
     /// ` ON DUPLICATE KEY UPDATE …` suffix.
     upsert_suffix: String,
-    /// `DELETE FROM `t` WHERE ` prefix.
+    /// `DELETE FROM `t` WHERE ` prefix, with `key IN (` for a single-column key.
     delete_prefix: String,
 }
 
@@ -122,7 +122,11 @@ impl TablePlan {
         TablePlan {
             insert_prefix: format!("INSERT INTO {table} ({}) VALUES ", columns.join(",")),
             upsert_suffix: format!(" ON DUPLICATE KEY UPDATE {}", updates.join(",")),
-            delete_prefix: format!("DELETE FROM {table} WHERE "),
+            // Single-column keys use `key IN (…)`, which MySQL turns into index lookups.
+            delete_prefix: match key_names.as_slice() {
+                [key] => format!("DELETE FROM {table} WHERE {} IN (", quote_mysql_ident(key)),
+                _ => format!("DELETE FROM {table} WHERE "),
+            },
             schema,
         }
     }
@@ -255,12 +259,27 @@ enum StepKind {
     Delete,
 }
 
+/// One statement and the journal records it applies, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The SQL text; it contains row values, so it is never logged.
+    pub sql: String,
+    /// Source table as `schema.table`.
+    pub table: String,
+    /// `upsert`, `delete` or `truncate`.
+    pub operation: &'static str,
+    /// First journal record applied by the statement.
+    pub first_seq: u64,
+    /// Last journal record applied by the statement.
+    pub last_seq: u64,
+}
+
 /// Builds the statements for a batch of records, in order.
 pub fn build_statements(
     records: &[JournalRecord],
     plans: &HashMap<String, TablePlan>,
     limits: StatementLimits,
-) -> Result<Vec<String>, PlanError> {
+) -> Result<Vec<Statement>, PlanError> {
     let mut builder = Builder {
         limits,
         statements: Vec::new(),
@@ -294,10 +313,13 @@ pub fn build_statements(
             Operation::Truncate => {
                 builder.finish();
                 // DELETE, not TRUNCATE: TRUNCATE commits the open transaction in MySQL.
-                builder.statements.push(format!(
-                    "DELETE FROM {}",
-                    quote_mysql_ident(&plan.schema.name.name)
-                ));
+                builder.statements.push(Statement {
+                    sql: format!("DELETE FROM {}", quote_mysql_ident(&plan.schema.name.name)),
+                    table: record.table.clone(),
+                    operation: "truncate",
+                    first_seq: record.seq,
+                    last_seq: record.seq,
+                });
             }
         }
     }
@@ -311,11 +333,13 @@ struct OpenStatement<'p> {
     kind: StepKind,
     sql: String,
     rows: usize,
+    first_seq: u64,
+    last_seq: u64,
 }
 
 struct Builder<'p> {
     limits: StatementLimits,
-    statements: Vec<String>,
+    statements: Vec<Statement>,
     current: Option<OpenStatement<'p>>,
 }
 
@@ -336,24 +360,9 @@ impl<'p> Builder<'p> {
         });
         if !fits {
             self.finish();
-            let prefix = if kind == StepKind::Upsert {
-                &plan.insert_prefix
-            } else if plan.schema.key.len() == 1 {
-                // Single-column keys use `key IN (…)`, which MySQL turns into index lookups.
-                &format!(
-                    "{}{} IN (",
-                    plan.delete_prefix,
-                    quote_mysql_ident(
-                        &plan
-                            .schema
-                            .key_columns()
-                            .next()
-                            .expect("a key has a column")
-                            .name
-                    )
-                )
-            } else {
-                &plan.delete_prefix
+            let prefix = match kind {
+                StepKind::Upsert => &plan.insert_prefix,
+                StepKind::Delete => &plan.delete_prefix,
             };
             let size = prefix.len() + part.len() + plan.upsert_suffix.len() + 1;
             if size > self.limits.max_bytes {
@@ -369,19 +378,19 @@ impl<'p> Builder<'p> {
                 kind,
                 sql: prefix.clone(),
                 rows: 0,
+                first_seq: record.seq,
+                last_seq: record.seq,
             });
         }
         let open = self.current.as_mut().expect("a statement is open");
         if open.rows > 0 {
+            let composite_delete = kind == StepKind::Delete && plan.schema.key.len() > 1;
             open.sql
-                .push_str(if kind == StepKind::Delete && plan.schema.key.len() > 1 {
-                    " OR "
-                } else {
-                    ","
-                });
+                .push_str(if composite_delete { " OR " } else { "," });
         }
         open.sql.push_str(&part);
         open.rows += 1;
+        open.last_seq = record.seq;
 
         Ok(())
     }
@@ -390,12 +399,25 @@ impl<'p> Builder<'p> {
         let Some(mut open) = self.current.take() else {
             return;
         };
-        match open.kind {
-            StepKind::Upsert => open.sql.push_str(&open.plan.upsert_suffix),
-            StepKind::Delete if open.plan.schema.key.len() == 1 => open.sql.push(')'),
-            StepKind::Delete => {}
-        }
-        self.statements.push(open.sql);
+        let operation = match open.kind {
+            StepKind::Upsert => {
+                open.sql.push_str(&open.plan.upsert_suffix);
+                "upsert"
+            }
+            StepKind::Delete => {
+                if open.plan.schema.key.len() == 1 {
+                    open.sql.push(')');
+                }
+                "delete"
+            }
+        };
+        self.statements.push(Statement {
+            sql: open.sql,
+            table: open.plan.schema.name.qualified(),
+            operation,
+            first_seq: open.first_seq,
+            last_seq: open.last_seq,
+        });
     }
 }
 
@@ -468,8 +490,21 @@ mod tests {
             ),
         ];
         let statements = build_statements(&records, &plans(plan(vec![0])), LIMITS).unwrap();
+        let sql: Vec<&str> = statements.iter().map(|s| s.sql.as_str()).collect();
         assert_eq!(
-            statements,
+            statements
+                .iter()
+                .map(|s| (s.operation, s.first_seq, s.last_seq))
+                .collect::<Vec<_>>(),
+            vec![
+                ("upsert", 1, 2),
+                ("delete", 3, 4),
+                ("truncate", 5, 5),
+                ("upsert", 6, 6)
+            ]
+        );
+        assert_eq!(
+            sql,
             vec![
                 "INSERT INTO `or``ders` (`id`,`region`,`note`) VALUES (1,'eu','a'),(1,'eu','b') \
                  ON DUPLICATE KEY UPDATE `region`=VALUES(`region`),`note`=VALUES(`note`)",
@@ -488,8 +523,9 @@ mod tests {
             record(2, Operation::Delete, r#"{"id":2,"region":"us"}"#),
         ];
         let statements = build_statements(&records, &plans(plan(vec![0, 1])), LIMITS).unwrap();
+        let sql: Vec<&str> = statements.iter().map(|s| s.sql.as_str()).collect();
         assert_eq!(
-            statements,
+            sql,
             vec![
                 "DELETE FROM `or``ders` WHERE (`id`=1 AND `region`='eu') OR (`id`=2 AND `region`='us')"
             ]
@@ -527,7 +563,7 @@ mod tests {
         )
         .unwrap();
         assert!(by_bytes.len() > 1);
-        assert!(by_bytes.iter().all(|s| s.len() <= 160), "{by_bytes:?}");
+        assert!(by_bytes.iter().all(|s| s.sql.len() <= 160), "{by_bytes:?}");
     }
 
     #[test]
