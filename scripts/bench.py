@@ -45,8 +45,6 @@ UTC = dt.timezone.utc
 MYSQL_DATABASE = "bench"
 CHANGE_LOG = "pg2mysql_sync.change_log"
 CHECKPOINT_TABLE = "pg_to_mysql_sync_checkpoint"
-# comm of the daemon process: Linux keeps the first 15 bytes of the file name.
-DAEMON_COMM = "pg-to-mysql-syn"
 
 COLUMNS = "customer_id, sku, qty, price, paid, note, created_at"
 
@@ -131,8 +129,8 @@ def read_env_file(path: Path) -> dict[str, str]:
     for line in path.read_text().splitlines():
         match = re.fullmatch(r"export ([A-Z_]+)=(.*)", line.strip())
         if match:
-            # servers.sh writes values with printf %q; none of them needs unquoting
-            # because they hold only URL-safe characters.
+            # servers.sh writes the values with printf %q, which leaves them as they
+            # are because they contain only URL-safe characters.
             values[match.group(1)] = match.group(2)
     return values
 
@@ -199,7 +197,7 @@ def format_ratio(value: float) -> str:
 
 
 def verdict(passed: bool) -> str:
-    return "met" if passed else "missed"
+    return "yes" if passed else "no"
 
 
 # ---------------------------------------------------------------------------
@@ -239,10 +237,11 @@ def cpu_seconds_by_command() -> dict[str, float]:
 
 def machine_busy_ticks() -> tuple[int, int]:
     """Return (busy, total) CPU ticks of the whole machine from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle and iowait
-    total = sum(values[:8])  # guest time is already part of user time
-    return total - idle, total
+    # The fields are user, nice, system, idle, iowait, irq, softirq, steal, then
+    # guest times, which user time already contains. Steal time counts as not busy.
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    busy = values[0] + values[1] + values[2] + values[5] + values[6]
+    return busy, sum(values)
 
 
 def status_kib(pid: int, key: str) -> int | None:
@@ -301,7 +300,7 @@ def cpu_usage(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
 def format_cpu(usage: dict[str, float], seconds: float) -> str:
     parts = [f"{name} {value:.1f} s" for name, value in usage.items() if name != "machine"]
     busy = usage["machine"] / seconds if seconds else 0.0
-    return ", ".join(parts) + f"; whole machine {usage['machine']:.1f} s ({busy:.2f} of its cores busy)"
+    return ", ".join(parts) + f"; whole machine {usage['machine']:.1f} s ({busy:.2f} cores busy on average)"
 
 
 # ---------------------------------------------------------------------------
@@ -475,7 +474,7 @@ class TriggerOverhead:
     commit_ms: float
     single: OverheadResult = field(default_factory=OverheadResult)
     bulk: OverheadResult = field(default_factory=OverheadResult)
-    # Transactions per second, not seconds: longer is better here.
+    # Commits per second, unlike the seconds in OverheadResult.
     concurrent_plain_tps: list[float] = field(default_factory=list)
     concurrent_trig_tps: list[float] = field(default_factory=list)
 
@@ -509,13 +508,6 @@ def measure_trigger_overhead(servers: Servers, work_dir: Path, args: argparse.Na
                     f"trigger overhead, single-row INSERTs, run {repeat}, {table}: {seconds:.2f} s "
                     f"({format_count(rows / seconds)} rows/s)"
                 )
-            for table, target in (("ovh_plain", result.bulk.plain_seconds), ("ovh_trig", result.bulk.trig_seconds)):
-                seconds = time_bulk_insert(pg, table, rows)
-                target.append(seconds)
-                log(
-                    f"trigger overhead, INSERT … SELECT, run {repeat}, {table}: {seconds:.2f} s "
-                    f"({format_count(rows / seconds)} rows/s)"
-                )
             for table, target in (("ovh_plain", result.concurrent_plain_tps), ("ovh_trig", result.concurrent_trig_tps)):
                 tps = measure_concurrent_commits(
                     servers, pg, autocommit[table], table, args.concurrent_clients, args.concurrent_seconds
@@ -524,6 +516,14 @@ def measure_trigger_overhead(servers: Servers, work_dir: Path, args: argparse.Na
                 log(
                     f"trigger overhead, autocommit INSERTs from {args.concurrent_clients} clients, run {repeat}, "
                     f"{table}: {format_count(tps)} commits/s"
+                )
+        for repeat in range(1, args.bulk_repeats + 1):
+            for table, target in (("ovh_plain", result.bulk.plain_seconds), ("ovh_trig", result.bulk.trig_seconds)):
+                seconds = time_bulk_insert(pg, table, rows)
+                target.append(seconds)
+                log(
+                    f"trigger overhead, INSERT … SELECT, run {repeat}, {table}: {seconds:.2f} s "
+                    f"({format_count(rows / seconds)} rows/s)"
                 )
         reset_overhead_tables(pg)
     return result
@@ -547,18 +547,26 @@ class Backlog:
     summary: tuple
 
 
-def bench_summary_sql(table: str, price_text: str) -> str:
-    return f"SELECT count(*), sum(qty), {price_text}, sum(CASE WHEN paid THEN 1 ELSE 0 END), sum(customer_id) FROM {table}"
+def summary_sql(table: str) -> str:
+    """Return the query for the cheap checksum of a table: row count and column sums."""
+    return (
+        "SELECT count(*), sum(qty), sum(price), sum(CASE WHEN paid THEN 1 ELSE 0 END), sum(customer_id) "
+        f"FROM {table}"
+    )
+
+
+def as_decimals(row: tuple) -> tuple:
+    # MariaDB returns the sums of integer columns as DECIMAL and PostgreSQL as
+    # bigint, so both sides are compared as Decimal.
+    return tuple(None if value is None else Decimal(value) for value in row)
 
 
 def pg_summary(pg: psycopg.Connection) -> tuple:
-    row = pg.execute(bench_summary_sql("bench", "sum(price)")).fetchone()
-    return tuple(int(v) if not isinstance(v, Decimal) else v for v in row)
+    return as_decimals(pg.execute(summary_sql("bench")).fetchone())
 
 
 def mysql_summary(mysql: pymysql.Connection, table: str) -> tuple:
-    row = mysql_query(mysql, bench_summary_sql(table, "sum(price)"))[0]
-    return tuple(None if v is None else (v if isinstance(v, Decimal) else int(v)) for v in row)
+    return as_decimals(mysql_query(mysql, summary_sql(table))[0])
 
 
 def create_backlog(servers: Servers, rows: int) -> Backlog:
@@ -605,7 +613,7 @@ def create_backlog(servers: Servers, rows: int) -> Backlog:
         changes=changes,
         by_op=by_op,
         pg_seconds=pg_seconds,
-        final_rows=summary[0],
+        final_rows=int(summary[0]),
         insert_probe_id=insert_probe_id,
         update_probe_id=update_probe_id,
         update_probe_note=update_probe_note,
@@ -698,10 +706,15 @@ class DrainResult:
     first_row_seconds: float
     inserts_seconds: float
     updates_seconds: float
-    peak_rss_kib: int
+    # VmHWM read when the tables matched, and the highest VmRSS sampled at each poll.
+    hwm_kib: int
     sampled_rss_kib: int
     cpu: dict[str, float]
     checkpoint: int
+
+    @property
+    def peak_rss_kib(self) -> int:
+        return max(self.hwm_kib, self.sampled_rss_kib)
 
 
 def start_daemon(binary: Path, env: dict[str, str], work_dir: Path, log_path: Path) -> subprocess.Popen:
@@ -758,7 +771,7 @@ def wait_for_drain(servers: Servers, daemon: subprocess.Popen, backlog: Backlog,
         first_row_seconds=marks["first"] - started,
         inserts_seconds=marks["inserts"] - started,
         updates_seconds=marks["updates"] - started,
-        peak_rss_kib=peak,
+        hwm_kib=peak,
         sampled_rss_kib=sampled_rss,
         cpu={},
         checkpoint=int(checkpoint or 0),
@@ -880,7 +893,7 @@ def latency_summary(values: list[float], bold_median: bool = False) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Shutdown
+# Phase 6: shutdown, and the phases that need the daemon
 
 
 def stop_daemon(daemon: subprocess.Popen) -> tuple[int | None, float]:
@@ -894,6 +907,50 @@ def stop_daemon(daemon: subprocess.Popen) -> tuple[int | None, float]:
         daemon.wait()
         return None, time.monotonic() - started
     return status, time.monotonic() - started
+
+
+@dataclass
+class DaemonRun:
+    drain: DrainResult
+    latency: LatencyResult
+    final_peak_rss_kib: int
+    exit_status: int | None
+    stop_seconds: float
+
+
+def run_daemon_phases(
+    args: argparse.Namespace, servers: Servers, env: dict[str, str], backlog: Backlog, expected_rows: list[tuple]
+) -> DaemonRun:
+    """Start the daemon, measure the drain and the latency, then stop it with SIGTERM."""
+    daemon = None
+    try:
+        # Phase 4: drain.
+        cpu_before = CpuSnapshot.take(None)
+        drain_started = time.monotonic()
+        daemon = start_daemon(args.binary, env, args.work_dir, args.daemon_log)
+        drain = wait_for_drain(servers, daemon, backlog, drain_started)
+        drain.cpu = cpu_usage(cpu_before, CpuSnapshot.take(daemon.pid))
+        log(
+            f"drain: {backlog.changes:,} changes in {drain.seconds:.2f} s "
+            f"({format_count(backlog.changes / drain.seconds)} changes/s); peak RSS {drain.peak_rss_kib / 1024:.1f} MiB"
+        )
+        if fetch_mysql_rows(servers, "bench") != expected_rows:
+            raise RuntimeError("the MariaDB table differs from PostgreSQL after the drain")
+        log("drain: every row of the MariaDB table equals PostgreSQL's")
+
+        # Phase 5: latency, with the daemon still running.
+        latency = measure_latency(servers, daemon, args.latency_rate, args.latency_seconds, args.latency_threads)
+        log(f"latency: {latency_summary(latency.from_created_ms)}; achieved {latency.achieved_rate:.0f} rows/s")
+
+        # Phase 6: shutdown.
+        final_peak = status_kib(daemon.pid, "VmHWM") or 0
+        exit_status, stop_seconds = stop_daemon(daemon)
+        log(f"daemon stopped after {stop_seconds:.2f} s with exit status {exit_status}")
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    return DaemonRun(drain, latency, final_peak, exit_status, stop_seconds)
 
 
 # ---------------------------------------------------------------------------
@@ -996,49 +1053,57 @@ class Report:
         d = self.drain
         o = self.overhead
         lat = self.latency
+
         direct_seconds = statistics.median(self.direct_seconds)
         direct_rate = b.final_rows / direct_seconds
         drain_rate = b.changes / d.seconds
         ratio = drain_rate / direct_rate
         insert_ratio = (a.rows / d.seconds) / direct_rate
-        median_latency = statistics.median(lat.from_created_ms)
-        peak_mib = d.peak_rss_kib / 1024
-        ops = ", ".join(
+        operations = ", ".join(
             f"{b.by_op[code]:,} {OPERATION_NAMES.get(code, code)}" for code in ("I", "U", "D", "T") if code in b.by_op
         )
-        single_plain = statistics.median(o.single.plain_seconds)
-        single_trig = statistics.median(o.single.trig_seconds)
-        bulk_plain = statistics.median(o.bulk.plain_seconds)
-        bulk_trig = statistics.median(o.bulk.trig_seconds)
-        concurrent_plain = statistics.median(o.concurrent_plain_tps)
-        concurrent_trig = statistics.median(o.concurrent_trig_tps)
-        runs = len(o.single.plain_seconds)
-        return [
-            "| Figure | Result | Target | |",
-            "| --- | --- | --- | --- |",
-            f"| 1. Backlog drain: {b.changes:,} changes ({ops}) | {d.seconds:.2f} s, "
+        drain_rows = [
+            f"| Backlog drain: {b.changes:,} changes ({operations}) | {d.seconds:.2f} s, "
             f"**{format_count(drain_rate)} changes/s** | | |",
-            f"| 2. Direct load: {b.final_rows:,} rows as INSERTs of {a.direct_rows_per_statement:,} rows "
+            f"| Direct load: {b.final_rows:,} rows as INSERTs of {a.direct_rows_per_statement:,} rows "
             f"(median of {len(self.direct_seconds)}) | {direct_seconds:.2f} s, "
             f"**{format_count(direct_rate)} rows/s** | | |",
             f"| Drain rate ÷ direct rate (changes/s ÷ rows/s) | **{ratio:.0%}** | ≥ 50% | {verdict(ratio >= 0.5)} |",
             f"| Same, counting only the {a.rows:,} inserts of the drain | {insert_ratio:.0%} | | |",
-            f"| 3a. Trigger overhead: {a.rows:,} single-row INSERTs in transactions of {a.per_transaction:,} "
-            f"(median of {runs}) | {single_plain:.2f} s → {single_trig:.2f} s, "
-            f"**{format_ratio(single_trig / single_plain)}** | | |",
-            f"| 3b. Trigger overhead: one {a.rows:,}-row INSERT … SELECT (median of {runs}) | "
-            f"{bulk_plain:.2f} s → {bulk_trig:.2f} s, **{format_ratio(bulk_trig / bulk_plain)}** | < 2× | "
-            f"{verdict(bulk_trig / bulk_plain < 2)} |",
-            f"| 3c. Autocommit single-row INSERTs from {a.concurrent_clients} clients for "
-            f"{a.concurrent_seconds} s (median of {runs}) | {format_count(concurrent_plain)} → "
-            f"{format_count(concurrent_trig)} commits/s, **{format_ratio(o.concurrent_ratio)}** slower | | |",
-            f"| 4. Latency at {a.latency_rate:g} changes/s for {a.latency_seconds:g} s "
+        ]
+
+        single_plain = statistics.median(o.single.plain_seconds)
+        single_trig = statistics.median(o.single.trig_seconds)
+        bulk_plain = statistics.median(o.bulk.plain_seconds)
+        bulk_trig = statistics.median(o.bulk.trig_seconds)
+        bulk_ratio = bulk_trig / bulk_plain
+        overhead_rows = [
+            f"| Trigger overhead, batched: {a.rows:,} single-row INSERTs in transactions of "
+            f"{a.per_transaction:,} (median of {len(o.single.plain_seconds)}) | {single_plain:.2f} s → "
+            f"{single_trig:.2f} s, **{format_ratio(single_trig / single_plain)}** | | |",
+            f"| Trigger overhead, bulk: one {a.rows:,}-row INSERT … SELECT (median of "
+            f"{len(o.bulk.plain_seconds)}) | {bulk_plain:.2f} s → {bulk_trig:.2f} s, "
+            f"**{format_ratio(bulk_ratio)}** | < 2× | {verdict(bulk_ratio < 2)} |",
+            f"| Trigger overhead, concurrent: autocommit single-row INSERTs from {a.concurrent_clients} "
+            f"clients for {a.concurrent_seconds} s (median of {len(o.concurrent_plain_tps)}) | "
+            f"{format_count(statistics.median(o.concurrent_plain_tps))} → "
+            f"{format_count(statistics.median(o.concurrent_trig_tps))} commits/s, "
+            f"**{format_ratio(o.concurrent_ratio)}** slower | | |",
+        ]
+
+        median_latency = statistics.median(lat.from_created_ms)
+        peak_mib = d.peak_rss_kib / 1024
+        daemon_rows = [
+            f"| Latency at {a.latency_rate:g} changes/s for {a.latency_seconds:g} s "
             f"({lat.rows:,} rows, achieved {lat.achieved_rate:.0f}/s), `arrived − created_at` | "
             f"{latency_summary(lat.from_created_ms, bold_median=True)} | median < 50 ms | "
             f"{verdict(median_latency < 50)} |",
-            f"| 5. Daemon peak RSS (VmHWM) during the drain | **{peak_mib:.1f} MiB** | < 64 MiB | "
+            f"| Daemon peak RSS during the drain | **{peak_mib:.1f} MiB** | < 64 MiB | "
             f"{verdict(peak_mib < 64)} |",
         ]
+
+        header = ["| Figure | Result | Target | Target met |", "| --- | --- | --- | --- |"]
+        return header + drain_rows + overhead_rows + daemon_rows
 
     def details(self) -> list[str]:
         a = self.args
@@ -1073,15 +1138,16 @@ class Report:
             "change is one row written or removed in MariaDB, so the first ratio compares rows handled per "
             f"second; the second ratio credits the drain with its {a.rows:,} inserts only, treats the "
             "updates and deletes as overhead, and is a lower bound.",
-            f"- Trigger overhead runs, in seconds without / with the trigger: 3a "
-            f"{seconds_list(o.single.plain_seconds)} / {seconds_list(o.single.trig_seconds)}; 3b "
-            f"{seconds_list(o.bulk.plain_seconds)} / {seconds_list(o.bulk.trig_seconds)}; 3c in commits/s "
+            "- Trigger overhead runs, without / with the trigger: batched "
+            f"{seconds_list(o.single.plain_seconds)} / {seconds_list(o.single.trig_seconds)} s; bulk "
+            f"{seconds_list(o.bulk.plain_seconds)} / {seconds_list(o.bulk.trig_seconds)} s; concurrent "
             f"{', '.join(format_count(v) for v in o.concurrent_plain_tps)} / "
-            f"{', '.join(format_count(v) for v in o.concurrent_trig_tps)}. Each run starts on an empty table "
-            "and an empty change log after a CHECKPOINT, with the daemon not running, so the figures cover "
-            "the trigger alone, and runs alternate between the two tables. 3a and 3c use pgbench: in 3a one "
-            f"client runs a script of `BEGIN`, {a.per_transaction:,} INSERTs and `COMMIT`, so the WAL flush of "
-            "each commit does not hide the trigger's cost; in 3c each INSERT is its own transaction.",
+            f"{', '.join(format_count(v) for v in o.concurrent_trig_tps)} commits/s. Each run starts on an "
+            "empty table and an empty change log after a CHECKPOINT, with the daemon not running, so the "
+            "figures cover the trigger alone, and runs alternate between the two tables. The batched and "
+            f"concurrent runs use pgbench. In the batched runs one client sends `BEGIN`, {a.per_transaction:,} "
+            "INSERTs and `COMMIT`, so the WAL flush of each commit does not hide the trigger's cost. In the "
+            "concurrent runs each INSERT is its own transaction.",
             f"- Latency: {a.latency_threads} connections write on an absolute schedule (row i is due at start + "
             f"i / {a.latency_rate:g} s), each row a single-row INSERT in its own transaction whose created_at is "
             f"`clock_timestamp()`. {lat.late_writes:,} writes started more than one interval late, the latest by "
@@ -1089,8 +1155,10 @@ class Report:
             "the daemon's INSERT statement, so the figure includes PostgreSQL's commit but not MariaDB's. "
             "Measured from the moment the writer received the commit acknowledgement instead: "
             f"{latency_summary(lat.from_commit_ms)}.",
-            f"- Memory: VmRSS sampled during the drain peaked at {d.sampled_rss_kib / 1024:.1f} MiB; VmHWM at "
-            f"the end of the run, after the latency phase, was {self.final_peak_rss_kib / 1024:.1f} MiB.",
+            f"- Memory: the peak is the larger of VmHWM read when the tables matched "
+            f"({d.hwm_kib / 1024:.1f} MiB) and the highest VmRSS sampled at each poll "
+            f"({d.sampled_rss_kib / 1024:.1f} MiB), because the two can differ by a few pages. VmHWM at the "
+            f"end of the run, after the latency phase, was {self.final_peak_rss_kib / 1024:.1f} MiB.",
             f"- Shutdown: on SIGTERM at the end, the daemon {exit_text} after {self.stop_seconds:.2f} s.",
         ]
 
@@ -1123,13 +1191,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--script-started", type=float, default=None, help="Unix time at which scripts/bench.sh started (default: now)"
     )
+
     parser.add_argument("--rows", type=int, default=100_000, help="rows inserted by the backlog and overhead workloads (default 100000)")
     parser.add_argument("--per-transaction", type=int, default=1_000, help="single-row INSERTs per transaction in the overhead test (default 1000)")
-    parser.add_argument("--overhead-repeats", type=int, default=2, help="runs per table of each overhead test (default 2)")
+    parser.add_argument(
+        "--overhead-repeats", type=int, default=2, help="runs per table of the pgbench overhead tests (default 2)"
+    )
+    parser.add_argument(
+        "--bulk-repeats", type=int, default=5, help="runs per table of the INSERT … SELECT overhead test (default 5)"
+    )
     parser.add_argument("--concurrent-clients", type=int, default=4, help="pgbench clients in the autocommit overhead test (default 4)")
     parser.add_argument("--concurrent-seconds", type=int, default=5, help="length of each autocommit overhead run in seconds (default 5)")
     parser.add_argument("--direct-rows-per-statement", type=int, default=1_000, help="rows per INSERT of the direct load (default 1000)")
-    parser.add_argument("--direct-repeats", type=int, default=3, help="runs of the direct load (default 3)")
+    parser.add_argument("--direct-repeats", type=int, default=5, help="runs of the direct load (default 5)")
     parser.add_argument("--latency-rate", type=float, default=500, help="changes per second in the latency test (default 500)")
     parser.add_argument("--latency-seconds", type=float, default=20, help="length of the latency test in seconds (default 20)")
     parser.add_argument("--latency-threads", type=int, default=4, help="writer connections in the latency test (default 4)")
@@ -1174,37 +1248,10 @@ def main() -> int:
     )
     expected_rows = fetch_pg_rows(servers, "bench")
 
-    # Phase 3.
+    # Phase 3: direct load, before the daemon starts.
     direct_seconds = measure_direct_load(servers, expected_rows, args.direct_rows_per_statement, args.direct_repeats)
 
-    # Phase 4.
-    daemon = None
-    try:
-        cpu_before = CpuSnapshot.take(None)
-        drain_started = time.monotonic()
-        daemon = start_daemon(args.binary, env, args.work_dir, args.daemon_log)
-        drain = wait_for_drain(servers, daemon, backlog, drain_started)
-        drain.cpu = cpu_usage(cpu_before, CpuSnapshot.take(daemon.pid))
-        log(
-            f"drain: {backlog.changes:,} changes in {drain.seconds:.2f} s "
-            f"({format_count(backlog.changes / drain.seconds)} changes/s); peak RSS {drain.peak_rss_kib / 1024:.1f} MiB"
-        )
-        if fetch_mysql_rows(servers, "bench") != expected_rows:
-            raise RuntimeError("the MariaDB table differs from PostgreSQL after the drain")
-        log("drain: every row of the MariaDB table equals PostgreSQL's")
-
-        # Phase 5.
-        latency = measure_latency(servers, daemon, args.latency_rate, args.latency_seconds, args.latency_threads)
-        log(f"latency: {latency_summary(latency.from_created_ms)}; achieved {latency.achieved_rate:.0f} rows/s")
-
-        # Phase 6.
-        final_peak = status_kib(daemon.pid, "VmHWM") or 0
-        exit_status, stop_seconds = stop_daemon(daemon)
-        log(f"daemon stopped after {stop_seconds:.2f} s with exit status {exit_status}")
-    finally:
-        if daemon is not None and daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+    daemon_run = run_daemon_phases(args, servers, env, backlog, expected_rows)
 
     with pg_connect(servers) as pg:
         left = pg_scalar(pg, f"SELECT count(*) FROM {CHANGE_LOG}")
@@ -1220,18 +1267,18 @@ def main() -> int:
         overhead=overhead,
         backlog=backlog,
         direct_seconds=direct_seconds,
-        drain=drain,
-        latency=latency,
-        final_peak_rss_kib=final_peak,
-        exit_status=exit_status,
-        stop_seconds=stop_seconds,
+        drain=daemon_run.drain,
+        latency=daemon_run.latency,
+        final_peak_rss_kib=daemon_run.final_peak_rss_kib,
+        exit_status=daemon_run.exit_status,
+        stop_seconds=daemon_run.stop_seconds,
         started_at=started_at,
         total_seconds=time.time() - script_started,
         load_average_end=read_load_average(),
     )
     write_report(report, args.output)
     shutil.rmtree(data_dir, ignore_errors=True)
-    if exit_status != 0:
+    if daemon_run.exit_status != 0:
         log("error: the daemon did not exit with status 0 after SIGTERM")
         return 1
     return 0

@@ -11,13 +11,13 @@
 # into target/bench-venv, starts throwaway servers with scripts/servers.sh in a
 # temporary directory and stops them on exit, also on failure or SIGINT. All
 # figures come from this one run; they are printed and written to FILE. The
-# daemon's log goes to target/bench-daemon.log. Must run as root, because
+# daemon's log goes to target/bench-daemon.log. A run took about 2 minutes on
+# 2 cores once the binary was built. Must run as root, because
 # scripts/servers.sh does.
 set -euo pipefail
 
 script_started=$(date +%s.%N)
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$repo_root"
 servers_script=$repo_root/scripts/servers.sh
 command_line=$(printf '%q ' "$0" "$@")
 command_line=${command_line% }
@@ -42,7 +42,7 @@ while (($# > 0)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -51,6 +51,9 @@ while (($# > 0)); do
       ;;
   esac
 done
+
+# After the arguments, so that a relative --output is taken from the caller's directory.
+cd "$repo_root"
 
 if ! command -v cargo >/dev/null 2>&1 && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]]; then
   PATH=${HOME:-/root}/.cargo/bin:$PATH

@@ -348,8 +348,14 @@ async fn sslmode_require_verifies_the_server_certificate() {
     let admin = crate::support::pg_connect(&std::env::var("PGSYNC_TEST_PG_URL").unwrap()).await;
     // ALTER SYSTEM refuses to run in a multi-statement batch, which is one transaction.
     for statement in [
-        format!("ALTER SYSTEM SET ssl_cert_file = '{}/server.pem'", postgres_files.display()),
-        format!("ALTER SYSTEM SET ssl_key_file = '{}/server.key'", postgres_files.display()),
+        format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{}/server.pem'",
+            postgres_files.display()
+        ),
+        format!(
+            "ALTER SYSTEM SET ssl_key_file = '{}/server.key'",
+            postgres_files.display()
+        ),
         "ALTER SYSTEM SET ssl = on".to_string(),
         "SELECT pg_reload_conf()".to_string(),
     ] {
@@ -358,7 +364,8 @@ async fn sslmode_require_verifies_the_server_certificate() {
     // The reload is asynchronous; new sessions see the setting once it is done.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let session = crate::support::pg_connect(&std::env::var("PGSYNC_TEST_PG_URL").unwrap()).await;
+        let session =
+            crate::support::pg_connect(&std::env::var("PGSYNC_TEST_PG_URL").unwrap()).await;
         let ssl: String = session.query_one("SHOW ssl", &[]).await.unwrap().get(0);
         if ssl == "on" {
             break;
