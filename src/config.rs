@@ -126,9 +126,22 @@ impl TableName {
         )
     }
 
-    /// The name as stored in change-log rows and journal records: `schema.table`, unquoted.
+    /// The name as stored in change-log rows and journal records: `schema.table`, with a part
+    /// double-quoted only where it is not a plain lower-case identifier, so that `"a.b".c` and
+    /// `a."b.c"` stay apart while `public.orders` stays readable.
     pub fn qualified(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        let part = |ident: &str| {
+            let plain = ident.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && ident
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if plain {
+                ident.to_string()
+            } else {
+                quote_pg_ident(ident)
+            }
+        };
+        format!("{}.{}", part(&self.schema), part(&self.name))
     }
 }
 
@@ -441,6 +454,18 @@ mod tests {
             assert!(message.starts_with("MODE is invalid"), "{message}");
             assert!(message.contains("MODE=automatic"), "{message}");
         }
+    }
+
+    #[test]
+    fn qualified_names_stay_distinct() {
+        let dotted_schema = TableName::parse("\"a.b\".c").unwrap();
+        let dotted_table = TableName::parse("a.\"b.c\"").unwrap();
+        assert_eq!(dotted_schema.qualified(), "\"a.b\".c");
+        assert_eq!(dotted_table.qualified(), "a.\"b.c\"");
+        assert_eq!(
+            TableName::parse("\"Sales\".orders").unwrap().qualified(),
+            "\"Sales\".orders"
+        );
     }
 
     #[test]

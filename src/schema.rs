@@ -114,6 +114,21 @@ pub enum SchemaProblem {
     NotATable(TableName),
     /// The table has no primary key.
     NoPrimaryKey(TableName),
+    /// The table is partitioned, a partition, or part of an inheritance tree. Statement
+    /// triggers on one table miss writes made directly to its partitions or children.
+    PartOfHierarchy(TableName),
+    /// The primary key is DEFERRABLE, so keys can repeat inside a transaction and a change
+    /// cannot be matched to one row.
+    DeferrableKey(TableName),
+    /// A primary-key column cannot identify rows in MySQL.
+    UnsupportedKeyColumn {
+        /// The table.
+        table: TableName,
+        /// The column.
+        column: String,
+        /// Why, and what to do.
+        reason: &'static str,
+    },
     /// A column's type is not supported.
     UnsupportedType {
         /// The table.
@@ -141,6 +156,24 @@ impl fmt::Display for SchemaProblem {
                 "table {table} has no primary key; add one (ALTER TABLE … ADD PRIMARY KEY) so that \
                  updates and deletes find their row in MySQL"
             ),
+            SchemaProblem::PartOfHierarchy(table) => write!(
+                f,
+                "table {table} is partitioned, a partition, or has inheritance parents or \
+                 children; writes to a partition or child would not be captured, so this version \
+                 does not sync such tables"
+            ),
+            SchemaProblem::DeferrableKey(table) => write!(
+                f,
+                "the primary key of table {table} is DEFERRABLE, so a key can repeat inside a \
+                 transaction and changes cannot be matched to rows; make it NOT DEFERRABLE"
+            ),
+            SchemaProblem::UnsupportedKeyColumn {
+                table,
+                column,
+                reason,
+            } => {
+                write!(f, "primary-key column {column} of table {table} {reason}")
+            }
             SchemaProblem::UnsupportedType {
                 table,
                 column,
@@ -175,7 +208,12 @@ pub enum SchemaError {
     },
 }
 
-const RELATION_QUERY: &str = "SELECT c.oid, c.relkind::text FROM pg_catalog.pg_class c \
+const RELATION_QUERY: &str = "SELECT c.oid, c.relkind::text, \
+     c.relispartition OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i \
+         WHERE i.inhrelid = c.oid OR i.inhparent = c.oid), \
+     EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k \
+         WHERE k.conrelid = c.oid AND k.contype = 'p' AND k.condeferrable) \
+     FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = $1 AND c.relname = $2";
 
@@ -186,9 +224,11 @@ const COLUMNS_QUERY: &str = "SELECT a.attname::text, pg_catalog.format_type(a.at
      LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype \
      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
 
-const KEY_QUERY: &str = "SELECT a.attname::text FROM pg_catalog.pg_index i \
+const KEY_QUERY: &str = "SELECT a.attname::text, coalesce(co.collisdeterministic, true) \
+     FROM pg_catalog.pg_index i \
      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) \
      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+     LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation \
      WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.position";
 
 /// Reads every table's definition and checks that it can be synced. All problems are reported
@@ -214,9 +254,18 @@ pub async fn load_table_schemas(
         };
         let oid: u32 = relation.get(0);
         let kind: String = relation.get(1);
+        let in_hierarchy: bool = relation.get(2);
+        let deferrable_key: bool = relation.get(3);
         if kind != "r" && kind != "p" {
             problems.push(SchemaProblem::NotATable(table.clone()));
             continue;
+        }
+        if kind == "p" || in_hierarchy {
+            problems.push(SchemaProblem::PartOfHierarchy(table.clone()));
+            continue;
+        }
+        if deferrable_key {
+            problems.push(SchemaProblem::DeferrableKey(table.clone()));
         }
 
         let mut columns = Vec::new();
@@ -242,16 +291,35 @@ pub async fn load_table_schemas(
             }
         }
 
-        let key_names: Vec<String> = client
+        let key_rows = client
             .query(KEY_QUERY, &[&oid])
             .await
-            .map_err(query_error)?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        if key_names.is_empty() {
+            .map_err(query_error)?;
+        if key_rows.is_empty() {
             problems.push(SchemaProblem::NoPrimaryKey(table.clone()));
             continue;
+        }
+        let key_names: Vec<String> = key_rows.iter().map(|row| row.get(0)).collect();
+        for row in &key_rows {
+            let name: String = row.get(0);
+            let deterministic: bool = row.get(1);
+            let is_float = columns
+                .iter()
+                .any(|c| c.name == name && matches!(c.pg_type, PgType::Float4 | PgType::Float8));
+            let reason = if !deterministic {
+                "has a nondeterministic collation, so keys that PostgreSQL treats as equal differ \
+                 in MySQL; use a deterministic collation"
+            } else if is_float {
+                "is a floating-point number, which MySQL cannot match exactly in a WHERE clause; \
+                 use numeric or an integer key"
+            } else {
+                continue;
+            };
+            problems.push(SchemaProblem::UnsupportedKeyColumn {
+                table: table.clone(),
+                column: name,
+                reason,
+            });
         }
         let key = key_names
             .iter()

@@ -53,12 +53,20 @@ async fn unsupported_types_and_missing_keys_are_rejected_by_name() {
     databases
         .create_tables(
             "CREATE TABLE shapes (id int PRIMARY KEY, box point, tags text[]);
-             CREATE TABLE loose (a int, b text);",
+             CREATE TABLE loose (a int, b text);
+             CREATE TABLE floaty (id real PRIMARY KEY);
+             CREATE TABLE deferred (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED);
+             CREATE TABLE parted (id int PRIMARY KEY) PARTITION BY RANGE (id);
+             CREATE TABLE parent (id int PRIMARY KEY);
+             CREATE TABLE child (extra int) INHERITS (parent);",
             "CREATE TABLE shapes (id INT PRIMARY KEY, box TEXT, tags TEXT);
              CREATE TABLE loose (a INT, b TEXT);",
         )
         .await;
-    let pipeline = Pipeline::new(&databases, "public.shapes,public.loose,public.missing");
+    let pipeline = Pipeline::new(
+        &databases,
+        "public.shapes,public.loose,public.missing,public.floaty,public.deferred,public.parted,public.parent",
+    );
     let output = pipeline.run_cli(&["setup"]);
     assert!(!output.status.success());
     let message = stderr(&output);

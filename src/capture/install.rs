@@ -25,6 +25,13 @@ pub const CAPTURE_SCHEMA: &str = "pg2mysql_sync";
 pub const NOTIFY_CHANNEL: &str = "pg_to_mysql_sync";
 /// Name prefix of the capture triggers on synced tables.
 const TRIGGER_PREFIX: &str = "pg_to_mysql_sync_";
+/// Transaction-level advisory lock key that lets one writing transaction at a time notify.
+///
+/// PostgreSQL serializes the commits of all transactions that called `pg_notify`, through the
+/// flush of each one's WAL, which halves the commit rate of concurrent small transactions. A
+/// transaction that finds the lock taken skips the notification: the one holding it wakes the
+/// daemon, and the daemon's short poll interval bounds the delay of any change that misses it.
+const NOTIFY_LOCK_KEY: i64 = 0x7067_746f_6d79_0003;
 /// Advisory lock key that serializes concurrent `setup` runs.
 const SETUP_LOCK_KEY: i64 = 0x7067_746f_6d79_0001;
 
@@ -359,24 +366,24 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
 
     let insert_body = format!(
         "{insert_into} new_row{json_text_column})
-         SELECT txid_current(), {table_literal}, 'I', to_json(n){json_text_value} FROM new_rows n;"
+         SELECT capture_xid, {table_literal}, 'I', to_json(n.*){json_text_value} FROM new_rows n;"
     );
     let update_body = format!(
         "{insert_into} old_key)
-         SELECT txid_current(), {table_literal}, 'D', {old_key} FROM old_rows o
+         SELECT capture_xid, {table_literal}, 'D', {old_key} FROM old_rows o
          WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE {key_match});
          {insert_into} new_row{json_text_column})
-         SELECT txid_current(), {table_literal}, 'U', to_json(n){json_text_value} FROM new_rows n;",
+         SELECT capture_xid, {table_literal}, 'U', to_json(n.*){json_text_value} FROM new_rows n;",
         old_key = key_json("o"),
         key_match = key_match.join(" AND "),
     );
     let delete_body = format!(
         "{insert_into} old_key)
-         SELECT txid_current(), {table_literal}, 'D', {old_key} FROM old_rows o;",
+         SELECT capture_xid, {table_literal}, 'D', {old_key} FROM old_rows o;",
         old_key = key_json("o"),
     );
     let truncate_body =
-        format!("{insert_into} new_row) VALUES (txid_current(), {table_literal}, 'T', NULL);");
+        format!("{insert_into} new_row) VALUES (capture_xid, {table_literal}, 'T', NULL);");
 
     let mut ddl = String::new();
     for (event, body, referencing) in [
@@ -403,9 +410,12 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
              SET extra_float_digits = 1
              SET \"TimeZone\" = 'UTC'
              AS {tag}
+             #variable_conflict use_variable
+             DECLARE
+                 capture_xid bigint := txid_current();
              BEGIN
                  {body}
-                 IF FOUND THEN
+                 IF FOUND AND pg_try_advisory_xact_lock({NOTIFY_LOCK_KEY}) THEN
                      PERFORM pg_notify({channel}, '');
                  END IF;
                  RETURN NULL;
