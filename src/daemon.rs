@@ -22,6 +22,11 @@ use crate::capture::{self, ConnectError, DrainSettings, Drainer, connect_pg};
 use crate::config::Config;
 use crate::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal};
 use crate::schema::{TableSchema, load_table_schemas};
+use crate::telemetry::ErrorChain;
+
+/// How long a stop waits for the batch in flight before abandoning it. Below systemd's
+/// TimeoutStopSec of 60 s in the shipped unit, so the daemon exits on its own.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the daemon until a shutdown signal, or until a stage fails in a way that needs an
 /// operator.
@@ -74,8 +79,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         applied_tx,
     );
 
-    let mut capture_task = tokio::spawn(drainer.run(shutdown.clone()));
-    let mut apply_task = tokio::spawn(applier.run(shutdown.clone()));
+    // Whichever stage ends first, for any reason, stops the other one too.
+    let capture_token = shutdown.clone();
+    let capture_task = tokio::spawn(async move {
+        let result = drainer.run(capture_token.clone()).await;
+        capture_token.cancel();
+        result
+    });
+    let apply_token = shutdown.clone();
+    let apply_task = tokio::spawn(async move {
+        let result = applier.run(apply_token.clone()).await;
+        apply_token.cancel();
+        result
+    });
     info!(
         mode = "automatic",
         tables = config.tables.len(),
@@ -84,18 +100,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     notify_systemd(&[NotifyState::Ready, NotifyState::Status("syncing")]);
     spawn_watchdog(shutdown.clone());
 
-    // Whichever stage ends first, stop the other one too.
-    let (capture_result, apply_result) = tokio::select! {
-        result = &mut capture_task => {
-            shutdown.cancel();
-            (result, apply_task.await)
-        }
-        result = &mut apply_task => {
-            shutdown.cancel();
-            (capture_task.await, result)
-        }
-    };
+    shutdown.cancelled().await;
     notify_systemd(&[NotifyState::Stopping]);
+    let (capture_abort, apply_abort) = (capture_task.abort_handle(), apply_task.abort_handle());
+    let both = async { tokio::join!(capture_task, apply_task) };
+    let Ok((capture_result, apply_result)) = tokio::time::timeout(SHUTDOWN_GRACE, both).await
+    else {
+        // A server that stopped answering holds a query open. Abandoning it is safe: an
+        // uncommitted MySQL transaction rolls back, an unacknowledged journal batch is
+        // deleted from the change log again, and both are redone at the next start.
+        capture_abort.abort();
+        apply_abort.abort();
+        warn!(
+            grace_s = SHUTDOWN_GRACE.as_secs(),
+            "work in flight did not finish in time after the stop request; abandoned it, and \
+             the next start redoes it"
+        );
+        return Ok(());
+    };
     capture_result
         .context("capture task panicked")?
         .context("capture failed")?;
@@ -121,7 +143,7 @@ async fn load_schemas(
             Err(error) => {
                 let delay = backoff.next_delay();
                 warn!(
-                    error = %error,
+                    error = %ErrorChain(&error),
                     attempt = backoff.attempt(),
                     delay_ms = delay.as_millis() as u64,
                     "cannot connect to PostgreSQL, retrying"

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     if let Err(error) = env_file
         && !error.not_found()
     {
-        eprintln!("error: .env in the working directory is invalid: {error}");
+        eprintln!("error: {}", describe_env_file_error(&error));
         return ExitCode::from(2);
     }
 
@@ -105,6 +105,20 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Describes a `.env` problem without quoting the file, whose lines can hold passwords.
+fn describe_env_file_error(error: &dotenvy::Error) -> String {
+    match error {
+        dotenvy::Error::LineParse(_, index) => format!(
+            ".env in the working directory is invalid at character {index} of a line; check its \
+             quotes (a value with double quotes inside goes in single quotes)"
+        ),
+        dotenvy::Error::Io(source) => {
+            format!(".env in the working directory cannot be read: {source}")
+        }
+        other => format!(".env in the working directory is invalid: {other}"),
     }
 }
 

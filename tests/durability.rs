@@ -412,3 +412,46 @@ async fn rejected_change_halts_apply_until_fixed() {
     assert!(daemon.stop().success());
     databases.drop_all().await;
 }
+
+/// Freezes the shared MariaDB server with SIGSTOP, so it runs in the serial pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "freezes the shared MariaDB server; scripts/test.sh runs it in a serial pass"]
+async fn sigterm_with_mysql_frozen_exits_after_the_grace_period() {
+    let dir = std::env::var("PGSYNC_TEST_DIR").expect("run with scripts/test.sh");
+    let pid = fs::read_to_string(format!("{dir}/mysql-run/mysqld.pid")).unwrap();
+    let pid = pid.trim().to_string();
+    let databases = Databases::create("frozen").await;
+    let pipeline = items_pipeline(&databases).await;
+    let mut daemon = pipeline.start();
+    daemon
+        .wait_for_log("apply connected", Duration::from_secs(20))
+        .await;
+
+    // Resumes the server even when an assertion fails, so that later tests can use it.
+    struct Thaw(String);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+        }
+    }
+    let status = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    assert!(status.success());
+    let thaw = Thaw(pid.clone());
+    let pg = databases.pg().await;
+    pg.batch_execute("INSERT INTO items VALUES (1, 'while frozen', 1, 1, now())")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stopped = std::time::Instant::now();
+    let status = daemon.stop();
+    let waited = stopped.elapsed();
+    drop(thaw);
+
+    assert!(status.success(), "{}", daemon.log());
+    assert!(waited < Duration::from_secs(40), "the stop took {waited:?}");
+    assert!(daemon.log().contains("abandoned it"), "{}", daemon.log());
+    let mut daemon = pipeline.start();
+    assert_eq!(items_equal(&databases, CONVERGE).await.len(), 1);
+    assert!(daemon.stop().success());
+    databases.drop_all().await;
+}

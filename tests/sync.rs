@@ -166,7 +166,10 @@ async fn json_documents_compare_equal_as_json() {
             CONVERGE,
         )
         .await;
-    assert_eq!(rows, vec![vec![Some("2".to_string()), Some("moved".to_string())]]);
+    assert_eq!(
+        rows,
+        vec![vec![Some("2".to_string()), Some("moved".to_string())]]
+    );
     let pg_rows = databases
         .pg_rows("SELECT doc::text, docb::text, n::text FROM docs")
         .await;

@@ -74,9 +74,6 @@ impl Default for ApplySettings {
     }
 }
 
-/// Upper bound for one statement, whatever `max_allowed_packet` allows.
-const MAX_STATEMENT_BYTES: usize = 16 * 1024 * 1024;
-
 /// How an error should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -116,6 +113,12 @@ pub enum ApplyError {
         /// The cause.
         source: mysql_async::Error,
     },
+    /// Another daemon applies to the same MySQL database; two would race each other.
+    #[error(
+        "another pg-to-mysql-sync process applies changes to this MySQL database; stop it, or \
+         give each daemon its own target database"
+    )]
+    AlreadyApplying,
     /// Records cannot be turned into statements.
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -146,6 +149,7 @@ impl ApplyError {
             ApplyError::Mysql { source, .. } | ApplyError::Rejected { source, .. } => {
                 classify(source)
             }
+            ApplyError::AlreadyApplying => ErrorClass::Transient,
             _ => ErrorClass::NeedsOperator,
         }
     }
@@ -307,6 +311,12 @@ impl Applier {
         let mut conn = connect(&self.mysql_url)
             .await
             .map_err(mysql_error("connect to MySQL"))?;
+        if !target::take_apply_lock(&mut conn)
+            .await
+            .map_err(mysql_error("take the apply lock"))?
+        {
+            return Err(ApplyError::AlreadyApplying);
+        }
         let problems = check_target_tables(&mut conn, self.plans.values())
             .await
             .map_err(mysql_error("check the target tables"))?;
@@ -319,7 +329,7 @@ impl Applier {
         let limits = StatementLimits {
             max_rows: self.settings.max_statement_rows,
             // Leave room for the packet header and the protocol's own bytes.
-            max_bytes: packet.saturating_sub(1024).min(MAX_STATEMENT_BYTES),
+            max_bytes: packet.saturating_sub(1024),
         };
         let checkpoint = read_checkpoint(&mut conn, &self.journal_id)
             .await

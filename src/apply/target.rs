@@ -24,6 +24,17 @@ const SESSION_SETUP: [&str; 3] = [
     "SET SESSION time_zone = '+00:00'",
 ];
 
+/// Takes the session-level lock that lets one daemon at a time apply to this database. MySQL
+/// releases it when the connection closes. Returns `false` when another session holds it.
+pub(super) async fn take_apply_lock(conn: &mut Conn) -> Result<bool, mysql_async::Error> {
+    // Lock names are limited to 64 characters and are server-wide, so include the database.
+    let acquired: Option<Option<i64>> = conn
+        .query_first("SELECT GET_LOCK(LEFT(CONCAT('pg-to-mysql-sync:', DATABASE()), 64), 0)")
+        .await?;
+
+    Ok(acquired.flatten() == Some(1))
+}
+
 /// Opens a connection with the session settings applied.
 pub async fn connect(url: &Secret) -> Result<Conn, mysql_async::Error> {
     let opts = Opts::from_url(url.expose())?;

@@ -34,6 +34,7 @@ use crate::journal::{
     ChangeLogKey, JournalError, JournalWriter, NewChange, Operation, compact_json, parse_row_image,
     write_row_image,
 };
+use crate::telemetry::ErrorChain;
 
 /// Advisory lock key held by the draining session.
 const DRAIN_LOCK_KEY: i64 = 0x7067_746f_6d79_0002;
@@ -155,13 +156,13 @@ impl Drainer {
                 Ok(()) => break,
                 Err(error) if error.is_transient() => error,
                 Err(error) => {
-                    error!(error = %error, "capture stopped");
+                    error!(error = %ErrorChain(&error), "capture stopped");
                     return Err(error);
                 }
             };
             let delay = backoff.next_delay();
             warn!(
-                error = %error,
+                error = %ErrorChain(&error),
                 attempt = backoff.attempt(),
                 delay_ms = delay.as_millis() as u64,
                 "capture failed, reconnecting to PostgreSQL"
@@ -200,7 +201,6 @@ impl Drainer {
         }
         info!("capture connected to PostgreSQL");
         self.delete_pending(&mut client).await?;
-        backoff.reset();
 
         loop {
             // Drain everything visible; a full batch means more may be waiting.
@@ -209,6 +209,9 @@ impl Drainer {
                     return Ok(());
                 }
             }
+            // Only a completed drain counts as recovery; a session that connects and then
+            // fails at once (a full disk, say) keeps backing off.
+            backoff.reset();
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = closed.cancelled() => return Err(CaptureError::ConnectionClosed),

@@ -304,7 +304,7 @@ impl Daemon {
         child.wait().unwrap();
     }
 
-    /// Sends SIGTERM and waits up to 30 s for the exit.
+    /// Sends SIGTERM and waits up to 60 s for the exit, longer than the daemon's grace period.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         let status = Command::new("kill")
@@ -312,7 +312,7 @@ impl Daemon {
             .status()
             .unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
@@ -320,7 +320,7 @@ impl Daemon {
             if Instant::now() > deadline {
                 child.kill().unwrap();
                 panic!(
-                    "the daemon did not exit within 30 s of SIGTERM; log:\n{}",
+                    "the daemon did not exit within 60 s of SIGTERM; log:\n{}",
                     self.log()
                 );
             }
