@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pg_to_mysql_sync::config::{Config, SettingsArgs};
+use pg_to_mysql_sync::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal};
 use pg_to_mysql_sync::telemetry::{LogFormat, init_tracing};
 use pg_to_mysql_sync::{apply, capture, daemon, schema};
 
@@ -164,23 +165,50 @@ async fn setup(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
-    let mut pg = connect_pg(config).await?;
-    capture::uninstall(&mut pg, force).await?;
-    println!("removed schema {} from PostgreSQL", capture::CAPTURE_SCHEMA);
-
     let mut mysql = apply::connect(&config.mysql_url)
         .await
         .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
         .context("connect to MySQL")?;
+
+    // The journal's position lives in the checkpoint table that teardown drops, so a journal
+    // kept after it would be replayed from the start by the next daemon. Check that everything
+    // in it is applied, then remove it. Opening it takes the directory lock, which also stops
+    // a teardown under a running daemon.
+    let journal = if config.data_dir.join("journal.id").exists() {
+        let journal = Journal::open(&config.data_dir, DEFAULT_MAX_SEGMENT_BYTES)
+            .with_context(|| format!("open the journal in {}", config.data_dir.display()))?;
+        let applied = apply::read_checkpoint_if_present(&mut mysql, journal.id())
+            .await
+            .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+            .context("read the checkpoint")?;
+        let journaled = journal.recovery().next_seq - 1;
+        if applied < journaled && !force {
+            anyhow::bail!(
+                "the journal in {} holds {} changes not yet applied to MySQL; run the daemon \
+                 until it is caught up, or pass --force to drop them",
+                config.data_dir.display(),
+                journaled - applied
+            );
+        }
+        Some(journal)
+    } else {
+        None
+    };
+
+    let mut pg = connect_pg(config).await?;
+    capture::uninstall(&mut pg, force).await?;
+    println!("removed schema {} from PostgreSQL", capture::CAPTURE_SCHEMA);
     apply::drop_checkpoint_table(&mut mysql)
         .await
         .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
         .context("drop the checkpoint table")?;
     println!("removed table `{}` from MySQL", apply::CHECKPOINT_TABLE);
-    println!(
-        "the journal in {} can be deleted",
-        config.data_dir.display()
-    );
+    if let Some(journal) = journal {
+        journal
+            .remove_files()
+            .with_context(|| format!("remove the journal in {}", config.data_dir.display()))?;
+        println!("removed the journal in {}", config.data_dir.display());
+    }
 
     Ok(())
 }

@@ -429,3 +429,94 @@ async fn sslmode_require_verifies_the_server_certificate() {
     assert!(daemon.stop().success());
     databases.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_checks_and_removes_the_journal() {
+    let databases = Databases::create("reinstall").await;
+    let pipeline = items_pipeline(&databases).await;
+    let pg = databases.pg().await;
+    let mut mysql = databases.mysql().await;
+
+    // A journaled change that MySQL has not applied blocks teardown.
+    mysql_async::prelude::Queryable::query_drop(&mut mysql, "RENAME TABLE items TO items_away")
+        .await
+        .unwrap();
+    pg.batch_execute("INSERT INTO items VALUES (1, 'first', 1, 1, now())")
+        .await
+        .unwrap();
+    let mut daemon = pipeline.start();
+    daemon
+        .wait_for_log("does not exist", Duration::from_secs(20))
+        .await;
+    databases
+        .wait_until_equal(
+            "SELECT count(*)::text FROM pg2mysql_sync.change_log",
+            "SELECT 0",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(daemon.stop().success());
+    let output = pipeline.run_cli(&["teardown"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("holds 1 changes not yet applied"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Once caught up, teardown removes the journal, so a later setup starts afresh instead of
+    // replaying old changes over rows changed in between.
+    mysql_async::prelude::Queryable::query_drop(&mut mysql, "RENAME TABLE items_away TO items")
+        .await
+        .unwrap();
+    let mut daemon = pipeline.start();
+    crate::support::items_equal(&databases, Duration::from_secs(30)).await;
+    assert!(daemon.stop().success());
+    let output = pipeline.run_cli(&["teardown"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(crate::support::segments(&pipeline.data_dir()).is_empty());
+
+    pg.batch_execute("UPDATE items SET qty = 5").await.unwrap();
+    mysql_async::prelude::Queryable::query_drop(&mut mysql, "UPDATE items SET qty = 5")
+        .await
+        .unwrap();
+    pipeline.setup();
+    let mut daemon = pipeline.start();
+    pg.batch_execute("INSERT INTO items VALUES (2, 'second', 1, 1, now())")
+        .await
+        .unwrap();
+    let rows = crate::support::items_equal(&databases, Duration::from_secs(30)).await;
+    assert_eq!(
+        rows[0][2].as_deref(),
+        Some("5"),
+        "the old journal was not replayed"
+    );
+    assert!(daemon.stop().success());
+    databases.drop_all().await;
+}
+
+#[test]
+fn invalid_dotenv_is_reported_without_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "MYSQL_DATABASE_URL=\"mysql://root:hunter2secret@h/db\nX=1\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(crate::support::BINARY)
+        .arg("run")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains(".env in the working directory is invalid"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !stderr(&output).contains("hunter2secret"),
+        "{}",
+        stderr(&output)
+    );
+}

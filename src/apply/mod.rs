@@ -41,7 +41,7 @@ pub use statement::{
 };
 pub use target::{
     CHECKPOINT_TABLE, check_target_tables, connect, drop_checkpoint_table, ensure_checkpoint_table,
-    read_checkpoint,
+    read_checkpoint, read_checkpoint_if_present,
 };
 pub use value::write_literal;
 

@@ -81,6 +81,18 @@ pub async fn read_checkpoint(conn: &mut Conn, journal_id: &str) -> Result<u64, m
     Ok(seq.unwrap_or(0))
 }
 
+/// Like [`read_checkpoint`], but 0 when the checkpoint table does not exist.
+pub async fn read_checkpoint_if_present(
+    conn: &mut Conn,
+    journal_id: &str,
+) -> Result<u64, mysql_async::Error> {
+    match read_checkpoint(conn, journal_id).await {
+        // 1146: no such table.
+        Err(mysql_async::Error::Server(error)) if error.code == 1146 => Ok(0),
+        result => result,
+    }
+}
+
 /// The statement that records `applied_seq` inside the apply transaction.
 pub(super) fn checkpoint_statement(journal_id: &str, applied_seq: u64) -> String {
     let mut sql = format!(

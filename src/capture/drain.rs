@@ -371,7 +371,7 @@ fn change_from_row(row: &tokio_postgres::Row) -> Result<NewChange, CaptureError>
         };
         RawValue::from_string(text)
             .map(Some)
-            .map_err(|error| invalid(format!("invalid JSON: {error}")))
+            .map_err(|error| invalid(describe_json_error("JSON", &error)))
     };
     let mut new = raw(row.get(4))?;
     if let (Some(image), Some(json_text)) = (&new, raw(row.get(6))?) {
@@ -397,13 +397,23 @@ fn change_from_row(row: &tokio_postgres::Row) -> Result<NewChange, CaptureError>
     Ok(change)
 }
 
+/// Describes a JSON error by position only: serde_json's message can quote the value it
+/// rejected, and values never go to the log.
+fn describe_json_error(what: &str, error: &serde_json::Error) -> String {
+    format!(
+        "invalid {what} ({:?} error at column {})",
+        error.classify(),
+        error.column()
+    )
+}
+
 /// Replaces the values of `json` and `jsonb` columns in a row image with their text, as a JSON
 /// string (or null for SQL NULL), taken from the trigger's `json_text` object.
 fn replace_json_columns(image: &RawValue, json_text: &RawValue) -> Result<Box<RawValue>, String> {
     let mut values =
-        parse_row_image(image).map_err(|error| format!("invalid row image: {error}"))?;
+        parse_row_image(image).map_err(|error| describe_json_error("row image", &error))?;
     let texts =
-        parse_row_image(json_text).map_err(|error| format!("invalid json_text: {error}"))?;
+        parse_row_image(json_text).map_err(|error| describe_json_error("json_text", &error))?;
     for (name, text) in texts {
         match values.iter_mut().find(|(column, _)| *column == name) {
             Some(entry) => entry.1 = text,

@@ -29,12 +29,13 @@
 //!
 //! # Recovery
 //!
-//! [`Journal::open`] reads the last segment completely. A line that is incomplete, fails its
-//! checksum or breaks the sequence, when nothing valid follows it, is a torn tail: the segment
-//! is truncated there and the loss of the unacknowledged bytes is reported. A bad line followed
-//! by a valid one is corruption in the middle, which stops the daemon with the file, line and
-//! byte offset, because skipping it would silently drop changes. Older segments are checked
-//! record by record as the apply stage reads them, with the same rule.
+//! [`Journal::open`] reads the last segment completely. A final line without its newline is a
+//! torn tail, the only damage a crash during a write leaves: the segment is truncated there and
+//! the cut is reported (its batch was never acknowledged, so its changes are still in
+//! PostgreSQL). A whole line that fails its checksum or breaks the sequence stops the daemon
+//! with the file, line and byte offset, whether valid lines follow it or not, because it may
+//! hold acknowledged changes and skipping it would silently drop them. Older segments are
+//! checked record by record as the apply stage reads them.
 //!
 //! # Deletion
 //!
@@ -96,6 +97,24 @@ pub enum JournalError {
          snapshot"
     )]
     Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Line number, starting at 1 for the header.
+        line: u64,
+        /// Byte offset of the start of the line.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The last records of the journal are complete lines that fail their check. A crash
+    /// cannot cause that, so they may hold acknowledged changes; nothing is truncated.
+    #[error(
+        "journal record at {path} line {line} (byte {offset}) is damaged: {reason}; it is a \
+         whole line, which a crash during a write does not leave, so the file was damaged \
+         later. Restore DATA_DIR from a backup; or, if the host lost power during a write, the \
+         changes are still in PostgreSQL, and you can truncate the file to {offset} bytes"
+    )]
+    DamagedTail {
         /// The segment file.
         path: PathBuf,
         /// Line number, starting at 1 for the header.
@@ -266,6 +285,18 @@ impl Journal {
     /// Takes the writer; there is one per open journal.
     pub fn take_writer(&mut self) -> Option<JournalWriter> {
         self.writer.take()
+    }
+
+    /// Deletes the segments and the journal id, leaving the directory and its lock file. The
+    /// next daemon then starts a new journal, with a new id and sequence numbers from 1.
+    pub fn remove_files(self) -> Result<(), JournalError> {
+        for (_, path) in list_segments(&self.dir)? {
+            fs::remove_file(&path).map_err(io_error("remove", &path))?;
+        }
+        let id_path = self.dir.join("journal.id");
+        fs::remove_file(&id_path).map_err(io_error("remove", &id_path))?;
+
+        sync_directory(&self.dir)
     }
 
     /// The oldest sequence number still on disk, if any segment exists.
@@ -509,7 +540,16 @@ fn scan_records(
                 reason: problem,
             });
         }
-        return Ok(scan);
+        // A crash during a write leaves a prefix of the batch: whole valid lines and at most
+        // one line without its newline. A whole line that fails its check was damaged after
+        // it was written, possibly after its batch was acknowledged, so it may hold changes
+        // that exist nowhere else.
+        return Err(JournalError::DamagedTail {
+            path: path.to_path_buf(),
+            line: line_number,
+            offset: position as u64,
+            reason: problem,
+        });
     }
 
     Ok(scan)

@@ -171,7 +171,7 @@ fn torn_tail_keeps_exactly_the_whole_records() {
 }
 
 #[test]
-fn damaged_last_record_is_truncated_and_reported() {
+fn damaged_whole_last_record_stops_recovery() {
     let dir = tempfile::tempdir().unwrap();
     {
         let mut journal = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
@@ -186,9 +186,16 @@ fn damaged_last_record_is_truncated_and_reported() {
     content[len - 30] ^= 0x20;
     fs::write(&path, &content).unwrap();
 
-    let journal = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
-    assert_eq!(journal.recovery().next_seq, 3);
-    assert!(journal.recovery().truncated_bytes > 0);
+    let error = Journal::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap_err();
+    assert!(
+        matches!(error, JournalError::DamagedTail { line: 4, .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("truncate the file to"),
+        "{error}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), content, "nothing was cut");
 }
 
 #[test]
