@@ -202,7 +202,7 @@ SQL
   # A binary collation keeps text keys that differ only in case or accents
   # distinct, as they are in PostgreSQL.
   mysql <<SQL
-CREATE DATABASE $database CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+CREATE DATABASE $database CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin;
 USE $database;
 CREATE TABLE customers (
   id BIGINT PRIMARY KEY,

@@ -387,3 +387,36 @@ async fn transactions_committing_out_of_start_order_all_arrive() {
     assert!(daemon.stop().success());
     databases.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_keys_differing_in_case_or_trailing_space_stay_apart() {
+    // The test databases use utf8mb4_nopad_bin, as the README advises for key columns.
+    let databases = Databases::create("textkeys").await;
+    databases
+        .create_tables(
+            "CREATE TABLE tags (k varchar(10) PRIMARY KEY, v int)",
+            "CREATE TABLE tags (k VARCHAR(10) PRIMARY KEY, v INT) ENGINE=InnoDB",
+        )
+        .await;
+    let pipeline = Pipeline::new(&databases, "public.tags");
+    pipeline.setup();
+    let mut daemon = pipeline.start();
+    let pg = databases.pg().await;
+    pg.batch_execute(
+        "INSERT INTO tags VALUES ('a', 1), ('a ', 2), ('A', 3), ('á', 4);
+         DELETE FROM tags WHERE k = 'a';
+         UPDATE tags SET v = 30 WHERE k = 'A';",
+    )
+    .await
+    .unwrap();
+    let rows = databases
+        .wait_until_equal(
+            "SELECT k || '|', v::text FROM tags ORDER BY convert_to(k, 'UTF8')",
+            "SELECT CONCAT(k, '|'), v FROM tags ORDER BY CAST(k AS BINARY)",
+            CONVERGE,
+        )
+        .await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(daemon.stop().success());
+    databases.drop_all().await;
+}

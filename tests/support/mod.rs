@@ -64,7 +64,7 @@ impl Databases {
         let mut mysql = mysql_connect(&mysql_admin).await;
         mysql
             .query_drop(format!(
-                "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                "CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin"
             ))
             .await
             .unwrap();
