@@ -420,3 +420,54 @@ async fn text_keys_differing_in_case_or_trailing_space_stay_apart() {
     assert!(daemon.stop().success());
     databases.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_from_before_add_column_applies_after_restart() {
+    let databases = Databases::create("addcol").await;
+    let pipeline = items_pipeline(&databases).await;
+    let mut mysql = databases.mysql().await;
+    // Keep changes in the journal: apply halts while the MySQL table is away.
+    mysql_async::prelude::Queryable::query_drop(&mut mysql, "RENAME TABLE items TO items_away")
+        .await
+        .unwrap();
+    let mut daemon = pipeline.start();
+    let pg = databases.pg().await;
+    pg.batch_execute(
+        "INSERT INTO items VALUES (10, 'before', 1, 1, now());
+         ALTER TABLE items ADD COLUMN color text DEFAULT 'red';
+         INSERT INTO items VALUES (11, 'after', 1, 1, now(), 'blue');",
+    )
+    .await
+    .unwrap();
+    databases
+        .wait_until_equal(
+            "SELECT count(*)::text FROM pg2mysql_sync.change_log",
+            "SELECT 0",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(daemon.stop().success());
+
+    // The operator makes the same change in MySQL and restarts, as the halt message says.
+    for statement in [
+        "RENAME TABLE items_away TO items",
+        "ALTER TABLE items ADD COLUMN color LONGTEXT DEFAULT 'red'",
+    ] {
+        mysql_async::prelude::Queryable::query_drop(&mut mysql, statement)
+            .await
+            .unwrap();
+    }
+    let mut daemon = pipeline.start();
+    let rows = databases
+        .wait_until_equal(
+            "SELECT id::text, name, color FROM items ORDER BY items.id",
+            "SELECT id, name, color FROM items ORDER BY id",
+            CONVERGE,
+        )
+        .await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0][2].as_deref(), Some("red"));
+    assert_eq!(rows[1][2].as_deref(), Some("blue"));
+    assert!(daemon.stop().success());
+    databases.drop_all().await;
+}

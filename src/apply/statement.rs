@@ -131,27 +131,36 @@ impl TablePlan {
         }
     }
 
-    /// Writes `(v1,v2,…)` for a full row image.
+    /// Writes `(v1,v2,…)` for a row image. Returns the positions of the columns written when
+    /// the image lacks some columns, which happens to changes journaled before an
+    /// `ADD COLUMN`; `None` means every column. A missing key column, or a column the table
+    /// definition does not have, is an error.
     fn write_row(
         &self,
         record: &JournalRecord,
         raw: &RawValue,
         out: &mut String,
-    ) -> Result<(), PlanError> {
+    ) -> Result<Option<Vec<usize>>, PlanError> {
         let image = parse_image(self, record, raw)?;
+        let mut present = Vec::with_capacity(self.schema.columns.len());
         out.push('(');
         for (index, column) in self.schema.columns.iter().enumerate() {
-            if index > 0 {
+            let Some(value) = find_value(&image, index, &column.name) else {
+                if self.schema.key.contains(&index) {
+                    let detail = format!("key column {} is missing", column.name);
+                    return Err(self.shape_error(record, detail));
+                }
+                continue;
+            };
+            if !present.is_empty() {
                 out.push(',');
             }
-            let value = find_value(&image, index, &column.name).ok_or_else(|| {
-                self.shape_error(record, format!("column {} is missing", column.name))
-            })?;
             write_literal(out, column.pg_type, value)
                 .map_err(|reason| self.value_error(record, &column.name, reason))?;
+            present.push(index);
         }
         out.push(')');
-        if image.len() != self.schema.columns.len() {
+        if image.len() != present.len() {
             let extra = image
                 .iter()
                 .find(|(name, _)| !self.schema.columns.iter().any(|c| c.name == *name))
@@ -162,7 +171,42 @@ impl TablePlan {
             return Err(self.shape_error(record, extra));
         }
 
-        Ok(())
+        Ok((present.len() < self.schema.columns.len()).then_some(present))
+    }
+
+    /// The INSERT prefix and upsert suffix for a row image with only some columns.
+    fn subset_parts(&self, present: &[usize]) -> (String, String) {
+        let table = quote_mysql_ident(&self.schema.name.name);
+        let names: Vec<String> = present
+            .iter()
+            .map(|&index| quote_mysql_ident(&self.schema.columns[index].name))
+            .collect();
+        let mut updates: Vec<String> = present
+            .iter()
+            .filter(|index| !self.schema.key.contains(index))
+            .map(|&index| {
+                format!(
+                    "{0}=VALUES({0})",
+                    quote_mysql_ident(&self.schema.columns[index].name)
+                )
+            })
+            .collect();
+        if updates.is_empty() {
+            let key = quote_mysql_ident(
+                &self
+                    .schema
+                    .key_columns()
+                    .next()
+                    .expect("a key has a column")
+                    .name,
+            );
+            updates.push(format!("{key}=VALUES({key})"));
+        }
+
+        (
+            format!("INSERT INTO {table} ({}) VALUES ", names.join(",")),
+            format!(" ON DUPLICATE KEY UPDATE {}", updates.join(",")),
+        )
     }
 
     /// Writes the condition that matches one primary key.
@@ -298,8 +342,8 @@ pub fn build_statements(
                     .as_deref()
                     .ok_or_else(|| plan.shape_error(record, "the row image is missing".into()))?;
                 let mut row = String::new();
-                plan.write_row(record, raw, &mut row)?;
-                builder.add(plan, StepKind::Upsert, record, row)?;
+                let columns = plan.write_row(record, raw, &mut row)?;
+                builder.add(plan, StepKind::Upsert, columns, record, row)?;
             }
             Operation::Delete => {
                 let raw = record
@@ -308,7 +352,7 @@ pub fn build_statements(
                     .ok_or_else(|| plan.shape_error(record, "the key is missing".into()))?;
                 let mut condition = String::new();
                 plan.write_key_condition(record, raw, &mut condition)?;
-                builder.add(plan, StepKind::Delete, record, condition)?;
+                builder.add(plan, StepKind::Delete, None, record, condition)?;
             }
             Operation::Truncate => {
                 builder.finish();
@@ -331,6 +375,10 @@ pub fn build_statements(
 struct OpenStatement<'p> {
     plan: &'p TablePlan,
     kind: StepKind,
+    /// Column positions of a partial upsert; `None` for all columns.
+    columns: Option<Vec<usize>>,
+    /// Text appended when the statement closes.
+    suffix: String,
     sql: String,
     rows: usize,
     first_seq: u64,
@@ -348,23 +396,30 @@ impl<'p> Builder<'p> {
         &mut self,
         plan: &'p TablePlan,
         kind: StepKind,
+        columns: Option<Vec<usize>>,
         record: &JournalRecord,
         part: String,
     ) -> Result<(), PlanError> {
         let fits = self.current.as_ref().is_some_and(|open| {
             std::ptr::eq(open.plan, plan)
                 && open.kind == kind
+                && open.columns == columns
                 && open.rows < self.limits.max_rows
-                && open.sql.len() + part.len() + plan.upsert_suffix.len() + 8
-                    <= self.limits.max_bytes
+                && open.sql.len() + part.len() + open.suffix.len() + 8 <= self.limits.max_bytes
         });
         if !fits {
             self.finish();
-            let prefix = match kind {
-                StepKind::Upsert => &plan.insert_prefix,
-                StepKind::Delete => &plan.delete_prefix,
+            let (prefix, suffix) = match (kind, &columns) {
+                (StepKind::Upsert, None) => {
+                    (plan.insert_prefix.clone(), plan.upsert_suffix.clone())
+                }
+                (StepKind::Upsert, Some(present)) => plan.subset_parts(present),
+                (StepKind::Delete, _) if plan.schema.key.len() == 1 => {
+                    (plan.delete_prefix.clone(), ")".to_string())
+                }
+                (StepKind::Delete, _) => (plan.delete_prefix.clone(), String::new()),
             };
-            let size = prefix.len() + part.len() + plan.upsert_suffix.len() + 1;
+            let size = prefix.len() + part.len() + suffix.len();
             if size > self.limits.max_bytes {
                 return Err(PlanError::RowTooLarge {
                     table: plan.schema.name.to_string(),
@@ -376,7 +431,9 @@ impl<'p> Builder<'p> {
             self.current = Some(OpenStatement {
                 plan,
                 kind,
-                sql: prefix.clone(),
+                columns,
+                suffix,
+                sql: prefix,
                 rows: 0,
                 first_seq: record.seq,
                 last_seq: record.seq,
@@ -399,17 +456,10 @@ impl<'p> Builder<'p> {
         let Some(mut open) = self.current.take() else {
             return;
         };
+        open.sql.push_str(&open.suffix);
         let operation = match open.kind {
-            StepKind::Upsert => {
-                open.sql.push_str(&open.plan.upsert_suffix);
-                "upsert"
-            }
-            StepKind::Delete => {
-                if open.plan.schema.key.len() == 1 {
-                    open.sql.push(')');
-                }
-                "delete"
-            }
+            StepKind::Upsert => "upsert",
+            StepKind::Delete => "delete",
         };
         self.statements.push(Statement {
             sql: open.sql,
@@ -591,10 +641,14 @@ mod tests {
 
     #[test]
     fn changed_table_shape_is_an_error() {
-        let missing = vec![record(1, Operation::Insert, r#"{"id":1,"region":"eu"}"#)];
-        let error = build_statements(&missing, &plans(plan(vec![0])), LIMITS).unwrap_err();
+        let missing_key = vec![record(
+            1,
+            Operation::Insert,
+            r#"{"region":"eu","note":"a"}"#,
+        )];
+        let error = build_statements(&missing_key, &plans(plan(vec![0])), LIMITS).unwrap_err();
         assert!(
-            error.to_string().contains("column note is missing"),
+            error.to_string().contains("key column id is missing"),
             "{error}"
         );
         let extra = vec![record(
@@ -604,6 +658,30 @@ mod tests {
         )];
         let error = build_statements(&extra, &plans(plan(vec![0])), LIMITS).unwrap_err();
         assert!(error.to_string().contains("column added is new"), "{error}");
+    }
+
+    #[test]
+    fn rows_journaled_before_add_column_write_their_columns() {
+        let records = vec![
+            record(1, Operation::Insert, r#"{"id":1,"region":"eu"}"#),
+            record(2, Operation::Insert, r#"{"id":2,"region":"us"}"#),
+            record(
+                3,
+                Operation::Insert,
+                r#"{"id":3,"region":"us","note":"new"}"#,
+            ),
+        ];
+        let statements = build_statements(&records, &plans(plan(vec![0])), LIMITS).unwrap();
+        let sql: Vec<&str> = statements.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(
+            sql,
+            vec![
+                "INSERT INTO `or``ders` (`id`,`region`) VALUES (1,'eu'),(2,'us') \
+                 ON DUPLICATE KEY UPDATE `region`=VALUES(`region`)",
+                "INSERT INTO `or``ders` (`id`,`region`,`note`) VALUES (3,'us','new') \
+                 ON DUPLICATE KEY UPDATE `region`=VALUES(`region`),`note`=VALUES(`note`)",
+            ]
+        );
     }
 
     #[test]

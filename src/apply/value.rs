@@ -192,7 +192,13 @@ fn write_date(out: &mut String, text: &str) -> Result<(), String> {
     let date = parse_date(text).ok_or_else(|| range_error("date"))?;
     // Written by hand: chrono's format() parses its pattern on every call, a measurable cost
     // on the apply path.
-    let _ = write!(out, "'{:04}-{:02}-{:02}'", date.year(), date.month(), date.day());
+    let _ = write!(
+        out,
+        "'{:04}-{:02}-{:02}'",
+        date.year(),
+        date.month(),
+        date.day()
+    );
 
     Ok(())
 }
