@@ -471,3 +471,44 @@ async fn backlog_from_before_add_column_applies_after_restart() {
     assert!(daemon.stop().success());
     databases.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numeric_beyond_the_target_scale_halts_instead_of_rounding() {
+    let databases = Databases::create("scale").await;
+    databases
+        .create_tables(
+            "CREATE TABLE prices (id int PRIMARY KEY, amount numeric(12,4))",
+            "CREATE TABLE prices (id INT PRIMARY KEY, amount DECIMAL(12,2)) ENGINE=InnoDB",
+        )
+        .await;
+    let pipeline = Pipeline::new(&databases, "public.prices");
+    pipeline.setup();
+    let mut daemon = pipeline.start();
+    let pg = databases.pg().await;
+    pg.batch_execute("INSERT INTO prices VALUES (1, 1.2500)")
+        .await
+        .unwrap();
+    databases
+        .wait_until_equal(
+            "SELECT id::text, amount::numeric(12,2)::text FROM prices",
+            "SELECT id, amount FROM prices",
+            CONVERGE,
+        )
+        .await;
+
+    // MySQL would store 1.26 with only a note; the daemon halts instead.
+    pg.batch_execute("INSERT INTO prices VALUES (2, 1.2550)")
+        .await
+        .unwrap();
+    daemon.wait_for_log("apply halted", CONVERGE).await;
+    let log = daemon.log();
+    assert!(
+        log.contains("column amount of table public.prices"),
+        "{log}"
+    );
+    assert!(log.contains("more than the scale 2"), "{log}");
+    let rows = databases.mysql_rows("SELECT COUNT(*) FROM prices").await;
+    assert_eq!(rows[0][0].as_deref(), Some("1"));
+    assert!(daemon.stop().success());
+    databases.drop_all().await;
+}

@@ -323,6 +323,9 @@ impl Applier {
         if !problems.is_empty() {
             return Err(ApplyError::Target(problems));
         }
+        target::read_target_scales(&mut conn, self.plans.values_mut())
+            .await
+            .map_err(mysql_error("read the target column scales"))?;
         let packet = target::max_allowed_packet(&mut conn)
             .await
             .map_err(mysql_error("read max_allowed_packet"))?;

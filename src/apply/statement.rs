@@ -16,9 +16,9 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use super::value::write_literal;
+use super::value::{check_decimal_scale, write_literal};
 use crate::journal::{JournalRecord, Operation, parse_row_image};
-use crate::schema::TableSchema;
+use crate::schema::{PgType, TableSchema};
 
 /// Size limits for one statement.
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +95,9 @@ pub struct TablePlan {
     upsert_suffix: String,
     /// `DELETE FROM `t` WHERE ` prefix, with `key IN (` for a single-column key.
     delete_prefix: String,
+    /// Per column, the digits after the decimal point that the MySQL column keeps, for
+    /// `numeric` columns whose target is a DECIMAL or integer type.
+    target_scales: Vec<Option<u32>>,
 }
 
 impl TablePlan {
@@ -120,6 +123,7 @@ impl TablePlan {
         }
 
         TablePlan {
+            target_scales: vec![None; schema.columns.len()],
             insert_prefix: format!("INSERT INTO {table} ({}) VALUES ", columns.join(",")),
             upsert_suffix: format!(" ON DUPLICATE KEY UPDATE {}", updates.join(",")),
             // Single-column keys use `key IN (…)`, which MySQL turns into index lookups.
@@ -129,6 +133,36 @@ impl TablePlan {
             },
             schema,
         }
+    }
+
+    /// Records the scale of the MySQL column for a `numeric` column.
+    pub fn set_target_scale(&mut self, column: &str, scale: u32) {
+        let position = self
+            .schema
+            .columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(column));
+        if let Some(index) = position.filter(|&i| self.schema.columns[i].pg_type == PgType::Numeric)
+        {
+            self.target_scales[index] = Some(scale);
+        }
+    }
+
+    /// Writes the literal of column `index`, checked against the target column's scale.
+    fn write_value(
+        &self,
+        record: &JournalRecord,
+        index: usize,
+        value: &RawValue,
+        out: &mut String,
+    ) -> Result<(), PlanError> {
+        let column = &self.schema.columns[index];
+        if let Some(scale) = self.target_scales[index] {
+            check_decimal_scale(value, scale)
+                .map_err(|reason| self.value_error(record, &column.name, reason))?;
+        }
+        write_literal(out, column.pg_type, value)
+            .map_err(|reason| self.value_error(record, &column.name, reason))
     }
 
     /// Writes `(v1,v2,…)` for a row image. Returns the positions of the columns written when
@@ -155,8 +189,7 @@ impl TablePlan {
             if !present.is_empty() {
                 out.push(',');
             }
-            write_literal(out, column.pg_type, value)
-                .map_err(|reason| self.value_error(record, &column.name, reason))?;
+            self.write_value(record, index, value, out)?;
             present.push(index);
         }
         out.push(')');
@@ -230,16 +263,14 @@ impl TablePlan {
                     self.shape_error(record, format!("key column {} is missing", column.name))
                 })?;
             if single {
-                write_literal(out, column.pg_type, value)
-                    .map_err(|r| self.value_error(record, &column.name, r))?;
+                self.write_value(record, self.schema.key[position], value, out)?;
             } else {
                 if position > 0 {
                     out.push_str(" AND ");
                 }
                 out.push_str(&quote_mysql_ident(&column.name));
                 out.push('=');
-                write_literal(out, column.pg_type, value)
-                    .map_err(|r| self.value_error(record, &column.name, r))?;
+                self.write_value(record, self.schema.key[position], value, out)?;
             }
         }
         if !single {

@@ -35,6 +35,34 @@ pub(super) async fn take_apply_lock(conn: &mut Conn) -> Result<bool, mysql_async
     Ok(acquired.flatten() == Some(1))
 }
 
+/// Reads the scale of each MySQL column that receives a `numeric` column: NUMERIC_SCALE for
+/// DECIMAL, 0 for integer types. Other target types are not checked.
+pub(super) async fn read_target_scales<'a>(
+    conn: &mut Conn,
+    plans: impl Iterator<Item = &'a mut TablePlan>,
+) -> Result<(), mysql_async::Error> {
+    for plan in plans {
+        let mut sql =
+            "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_SCALE FROM information_schema.COLUMNS \
+                       WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = "
+                .to_string();
+        write_string(&mut sql, &plan.schema.name.name);
+        let columns: Vec<(String, String, Option<u64>)> = conn.query(sql).await?;
+        for (name, data_type, scale) in columns {
+            let scale = match data_type.to_ascii_lowercase().as_str() {
+                "decimal" => scale,
+                "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => Some(0),
+                _ => None,
+            };
+            if let Some(scale) = scale {
+                plan.set_target_scale(&name, scale as u32);
+            }
+        }
+    }
+
+    Ok(())
+}
+
 /// Opens a connection with the session settings applied.
 pub async fn connect(url: &Secret) -> Result<Conn, mysql_async::Error> {
     let opts = Opts::from_url(url.expose())?;

@@ -57,6 +57,25 @@ pub fn write_literal(out: &mut String, pg_type: PgType, raw: &RawValue) -> Resul
     }
 }
 
+/// Checks that a numeric value fits a MySQL column with `scale` digits after the decimal point.
+/// MySQL rounds extra digits away with only a note, even in strict mode, so this check is what
+/// keeps such a value from changing silently. Trailing zeros do not count.
+pub(super) fn check_decimal_scale(raw: &RawValue, scale: u32) -> Result<(), String> {
+    let text = raw.get();
+    let Some((_, fraction)) = text.split_once('.') else {
+        return Ok(());
+    };
+    let digits = fraction.trim_end_matches('0').len();
+    if digits > scale as usize {
+        return Err(format!(
+            "a numeric value has {digits} digits after the decimal point, more than the scale \
+             {scale} of the MySQL column, which would round it; widen the MySQL column's scale"
+        ));
+    }
+
+    Ok(())
+}
+
 /// Quotes a string for MySQL with `NO_BACKSLASH_ESCAPES` in effect.
 pub(super) fn write_string(out: &mut String, value: &str) {
     out.reserve(value.len() + 2);
@@ -316,6 +335,20 @@ mod tests {
             literal(PgType::Float8, "1.7976931348623157e+308").unwrap(),
             "1.7976931348623157e+308"
         );
+    }
+
+    #[test]
+    fn decimal_scale_counts_significant_fraction_digits() {
+        let raw = |text: &str| RawValue::from_string(text.to_string()).unwrap();
+        assert!(check_decimal_scale(&raw("1.2500"), 2).is_ok());
+        assert!(check_decimal_scale(&raw("12"), 0).is_ok());
+        assert!(check_decimal_scale(&raw("null"), 0).is_ok());
+        let error = check_decimal_scale(&raw("1.255"), 2).unwrap_err();
+        assert!(
+            error.contains("3 digits after the decimal point"),
+            "{error}"
+        );
+        assert!(check_decimal_scale(&raw("-0.5"), 0).is_err());
     }
 
     #[test]
