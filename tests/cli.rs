@@ -520,3 +520,52 @@ fn invalid_dotenv_is_reported_without_its_content() {
         stderr(&output)
     );
 }
+
+/// Starts `run` against an unreachable PostgreSQL, so that it logs the journal's opening and
+/// then retries, and returns the first log line.
+fn first_log_line(extra_env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("log");
+    let mut command = std::process::Command::new(crate::support::BINARY);
+    command
+        .arg("run")
+        .current_dir(dir.path())
+        .env("PG_DATABASE_URL", "postgres://u:p@127.0.0.1:1/db")
+        .env("MYSQL_DATABASE_URL", "mysql://u:p@127.0.0.1:1/app")
+        .env("SYNC_TABLES", "public.items")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("LOG_FORMAT")
+        .envs(extra_env.iter().copied())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(line) = log.lines().find(|line| line.contains("journal opened")) {
+            break line.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no log line: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    line
+}
+
+#[test]
+fn log_lines_suit_terminals_journald_and_collectors() {
+    let plain = first_log_line(&[]);
+    assert!(
+        plain.starts_with("20"),
+        "text lines start with a time stamp: {plain}"
+    );
+
+    // journald stamps lines itself, and systemd announces it with JOURNAL_STREAM.
+    let journald = first_log_line(&[("JOURNAL_STREAM", "8:12345")]);
+    assert!(journald.trim_start().starts_with("INFO"), "{journald}");
+
+    let json = first_log_line(&[("LOG_FORMAT", "json")]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["level"], "INFO");
+    assert_eq!(value["fields"]["message"], "journal opened");
+}
