@@ -448,7 +448,7 @@ async fn backlog_from_before_add_column_applies_after_restart() {
         .await;
     assert!(daemon.stop().success());
 
-    // The operator makes the same change in MySQL and restarts, as the halt message says.
+    // The operator makes the same change in MySQL and restarts, as the halt message advises.
     for statement in [
         "RENAME TABLE items_away TO items",
         "ALTER TABLE items ADD COLUMN color LONGTEXT DEFAULT 'red'",

@@ -143,7 +143,7 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// The single place that decides how an apply error is handled.
+    /// Classifies the error; the single place that decides how an apply error is handled.
     pub fn class(&self) -> ErrorClass {
         match self {
             ApplyError::Mysql { source, .. } | ApplyError::Rejected { source, .. } => {
@@ -301,7 +301,7 @@ impl Applier {
         Ok(())
     }
 
-    /// One connection's lifetime: connect, check, find the checkpoint, then apply batches.
+    /// Runs one connection: connect, check, find the checkpoint, then apply batches.
     async fn session(
         &mut self,
         shutdown: &CancellationToken,

@@ -23,9 +23,9 @@ use crate::schema::{PgType, TableSchema};
 /// Size limits for one statement.
 #[derive(Debug, Clone, Copy)]
 pub struct StatementLimits {
-    /// Most rows in one multi-row statement.
+    /// Maximum rows in one multi-row statement.
     pub max_rows: usize,
-    /// Most bytes in one statement; a single row larger than this is an error.
+    /// Maximum bytes in one statement. A single row larger than this is an error.
     pub max_bytes: usize,
 }
 
@@ -207,7 +207,7 @@ impl TablePlan {
         Ok((present.len() < self.schema.columns.len()).then_some(present))
     }
 
-    /// The INSERT prefix and upsert suffix for a row image with only some columns.
+    /// Builds the INSERT prefix and upsert suffix for a row image with only some columns.
     fn subset_parts(&self, present: &[usize]) -> (String, String) {
         let table = quote_mysql_ident(&self.schema.name.name);
         let names: Vec<String> = present

@@ -100,7 +100,7 @@ pub enum CaptureError {
 }
 
 impl CaptureError {
-    /// Whether reconnecting and trying again can help. A failed journal write (a full disk,
+    /// Tells whether reconnecting and trying again can help. A failed journal write (a full disk,
     /// say) is retried, since the writer has removed the partial batch; anything else in the
     /// journal needs a restart or an operator.
     pub fn is_transient(&self) -> bool {
@@ -176,7 +176,7 @@ impl Drainer {
         Ok(())
     }
 
-    /// One connection's lifetime: connect, listen, then drain on every wake-up.
+    /// Runs one connection: connect, listen, then drain on every wake-up.
     async fn session(
         &mut self,
         shutdown: &CancellationToken,
