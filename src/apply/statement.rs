@@ -540,7 +540,6 @@ mod tests {
             batch: 1,
             xid: 1,
             cid: seq as i64,
-            part: 0,
             table: "public.or`ders".into(),
             op,
             new,

@@ -39,25 +39,14 @@ use crate::telemetry::ErrorChain;
 /// Advisory lock key held by the draining session.
 const DRAIN_LOCK_KEY: i64 = 0x7067_746f_6d79_0002;
 
-/// Whether a drained batch may have left rows in the change log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DrainOutcome {
-    /// The batch hit a limit; drain again at once.
-    More,
-    /// The change log had no more visible rows.
-    Idle,
-}
-
 /// Tuning of the drain loop.
 #[derive(Debug, Clone)]
 pub struct DrainSettings {
-    /// Records journaled per batch (one fsync and one PostgreSQL transaction each), checked
-    /// between fetches, so a batch may exceed it by one fetch.
+    /// Maximum rows journaled per batch (one fsync and one PostgreSQL transaction each).
     pub max_batch_rows: usize,
     /// Row-image bytes after which a batch is closed early, to bound memory.
     pub max_batch_bytes: usize,
-    /// Change-log rows fetched per round trip inside a batch. A row holds up to 1,000 records,
-    /// so this also bounds how far a batch overshoots its limits.
+    /// Rows fetched per round trip inside a batch.
     pub fetch_rows: i32,
     /// How often to look for changes when no notification arrives. Notifications are only a
     /// wake-up, and concurrent writers skip them (see the capture triggers); this interval
@@ -70,7 +59,7 @@ impl Default for DrainSettings {
         DrainSettings {
             max_batch_rows: 5_000,
             max_batch_bytes: 8 * 1024 * 1024,
-            fetch_rows: 64,
+            fetch_rows: 500,
             poll_interval: Duration::from_millis(250),
         }
     }
@@ -215,7 +204,7 @@ impl Drainer {
 
         loop {
             // Drain everything visible; a full batch means more may be waiting.
-            while self.drain_batch(&mut client).await? == DrainOutcome::More {
+            while self.drain_batch(&mut client).await? >= self.settings.max_batch_rows {
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
@@ -256,7 +245,7 @@ impl Drainer {
     }
 
     /// Moves one batch from the change log to the journal. Returns the number of rows moved.
-    async fn drain_batch(&mut self, client: &mut Client) -> Result<DrainOutcome, CaptureError> {
+    async fn drain_batch(&mut self, client: &mut Client) -> Result<usize, CaptureError> {
         let tx = client
             .transaction()
             .await
@@ -277,35 +266,28 @@ impl Drainer {
         let mut changes = Vec::new();
         let mut keys = Vec::new();
         let mut bytes = 0;
-        let mut outcome = DrainOutcome::More;
         while changes.len() < self.settings.max_batch_rows && bytes < self.settings.max_batch_bytes
         {
             let rows = tx
                 .query_portal(&portal, self.settings.fetch_rows)
                 .await
                 .map_err(pg_error("read the change log"))?;
-            // A short fetch means the change log had no more rows, unless the LIMIT cut it.
             let done = rows.len() < self.settings.fetch_rows as usize;
             for row in rows {
-                let expanded = changes_from_row(&row)?;
+                let change = change_from_row(&row)?;
+                bytes += change.new.as_ref().map_or(0, |raw| raw.get().len());
                 keys.push(ChangeLogKey {
-                    cid: row.get(0),
-                    xid: row.get(1),
+                    cid: change.cid,
+                    xid: change.xid,
                 });
-                for change in expanded {
-                    bytes += change.new.as_ref().map_or(0, |raw| raw.get().len());
-                    changes.push(change);
-                }
+                changes.push(change);
             }
             if done {
-                if keys.len() < self.settings.max_batch_rows {
-                    outcome = DrainOutcome::Idle;
-                }
                 break;
             }
         }
         if changes.is_empty() {
-            return Ok(DrainOutcome::Idle);
+            return Ok(0);
         }
 
         let count = changes.len();
@@ -328,7 +310,7 @@ impl Drainer {
             .map_err(pg_error("commit the drained batch"))?;
         self.pending_keys.clear();
 
-        Ok(outcome)
+        Ok(count)
     }
 
     /// Appends on a blocking thread, since the write ends with an fsync.
@@ -374,86 +356,45 @@ async fn delete_keys(
     .map_err(pg_error("delete journaled rows from the change log"))
 }
 
-/// Turns one change-log row into changes. Current triggers write JSON arrays of up to 1,000
-/// images or keys per row; a single object, as earlier triggers wrote, is one change.
-fn changes_from_row(row: &tokio_postgres::Row) -> Result<Vec<NewChange>, CaptureError> {
+fn change_from_row(row: &tokio_postgres::Row) -> Result<NewChange, CaptureError> {
     let cid: i64 = row.get(0);
     let invalid = |reason: String| CaptureError::InvalidRow { cid, reason };
     let code: String = row.get(3);
     let op = Operation::from_code(&code)
         .ok_or_else(|| invalid(format!("unknown operation `{code}`")))?;
-    let xid: i64 = row.get(1);
-    let table: String = row.get(2);
-    let change = |part: u32, new, old| NewChange {
-        xid,
+    let raw = |text: Option<String>| -> Result<Option<Box<RawValue>>, CaptureError> {
+        let Some(text) = text else { return Ok(None) };
+        let text = if text.contains(['\n', '\r']) {
+            compact_json(&text)
+        } else {
+            text
+        };
+        RawValue::from_string(text)
+            .map(Some)
+            .map_err(|error| invalid(describe_json_error("JSON", &error)))
+    };
+    let mut new = raw(row.get(4))?;
+    if let (Some(image), Some(json_text)) = (&new, raw(row.get(6))?) {
+        new = Some(replace_json_columns(image, &json_text).map_err(invalid)?);
+    }
+    let change = NewChange {
+        xid: row.get(1),
         cid,
-        part,
-        table: table.clone(),
+        table: row.get(2),
         op,
         new,
-        old,
+        old: raw(row.get(5))?,
     };
-
-    let new_text: Option<String> = row.get(4);
-    let old_text: Option<String> = row.get(5);
-    let json_text: Option<String> = row.get(6);
-    let (elements_text, is_new) = match (op, new_text, old_text) {
-        (Operation::Truncate, _, _) => return Ok(vec![change(0, None, None)]),
-        (Operation::Insert | Operation::Update, Some(text), _) => (text, true),
-        (Operation::Delete, _, Some(text)) => (text, false),
-        _ => return Err(invalid(format!("a {} without its row image", op.name()))),
+    let shape_ok = match op {
+        Operation::Insert | Operation::Update => change.new.is_some(),
+        Operation::Delete => change.old.is_some(),
+        Operation::Truncate => true,
     };
-    let images = json_elements(&elements_text).map_err(invalid)?;
-    let texts = match json_text {
-        Some(text) if is_new => Some(json_elements(&text).map_err(invalid)?),
-        _ => None,
-    };
-    if texts
-        .as_ref()
-        .is_some_and(|texts| texts.len() != images.len())
-    {
-        return Err(invalid(
-            "json_text does not match the row images".to_string(),
-        ));
+    if !shape_ok {
+        return Err(invalid(format!("a {} without its row image", op.name())));
     }
 
-    let mut changes = Vec::with_capacity(images.len());
-    for (index, image) in images.into_iter().enumerate() {
-        let image = match texts.as_ref().map(|texts| &texts[index]) {
-            Some(text) => replace_json_columns(&image, text).map_err(invalid)?,
-            None => image,
-        };
-        let part = index as u32;
-        changes.push(if is_new {
-            change(part, Some(image), None)
-        } else {
-            change(part, None, Some(image))
-        });
-    }
-
-    Ok(changes)
-}
-
-/// Splits a JSON array into its elements, or returns a single object as one element. Line
-/// breaks outside strings are removed so that every journal record stays on one line.
-fn json_elements(text: &str) -> Result<Vec<Box<RawValue>>, String> {
-    let text = if text.contains(['\n', '\r']) {
-        compact_json(text)
-    } else {
-        text.to_string()
-    };
-    if text.starts_with('[') {
-        let elements: Vec<&RawValue> = serde_json::from_str(&text)
-            .map_err(|error| describe_json_error("JSON array", &error))?;
-        Ok(elements
-            .into_iter()
-            .map(|element| element.to_owned())
-            .collect())
-    } else {
-        let element =
-            RawValue::from_string(text).map_err(|error| describe_json_error("JSON", &error))?;
-        Ok(vec![element])
-    }
+    Ok(change)
 }
 
 /// Describes a JSON error by position only: serde_json's message can quote the value it

@@ -302,10 +302,6 @@ fn change_log_ddl() -> String {
     )
 }
 
-/// Most row images in one change-log row. A statement's rows are grouped into JSON arrays of
-/// this size, which keeps each value far below PostgreSQL's 1 GB limit.
-const CHUNK_ROWS: u32 = 1000;
-
 /// Most `json` and `jsonb` columns one table may have: `json_build_object` takes at most 100
 /// arguments, a name and a value per column.
 const MAX_JSON_COLUMNS: usize = 50;
@@ -354,13 +350,12 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
             )
         })
         .collect();
-    let (json_text_column, json_text_inner, json_text_outer) = if json_columns.is_empty() {
-        ("", String::new(), "")
+    let (json_text_column, json_text_value) = if json_columns.is_empty() {
+        ("", String::new())
     } else {
         (
             ", json_text",
-            format!(", json_build_object({}) AS texts", json_columns.join(", ")),
-            ", json_agg(s.texts)",
+            format!(", json_build_object({})", json_columns.join(", ")),
         )
     };
     let key_match: Vec<String> = table
@@ -369,35 +364,24 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
         .collect();
     let insert_into = format!("INSERT INTO {CAPTURE_SCHEMA}.change_log (txid, table_name, op,");
 
-    // Rows are aggregated into JSON arrays of up to CHUNK_ROWS images per change-log row:
-    // one change-log row per row costs more than the conversion itself on bulk statements.
-    // Within one statement the order of rows does not matter, because their keys differ.
-    let chunk = format!("(row_number() OVER ()) / {CHUNK_ROWS} AS chunk");
-    let images = format!(
+    let insert_body = format!(
         "{insert_into} new_row{json_text_column})
-         SELECT capture_xid, {table_literal}, '{{op}}', json_agg(s.image){json_text_outer}
-         FROM (SELECT to_json(n.*) AS image{json_text_inner}, {chunk} FROM new_rows n) s
-         GROUP BY s.chunk;"
+         SELECT capture_xid, {table_literal}, 'I', to_json(n.*){json_text_value} FROM new_rows n;"
     );
-    let keys = |filter: &str| {
-        format!(
-            "{insert_into} old_key)
-             SELECT capture_xid, {table_literal}, 'D', json_agg(s.key)
-             FROM (SELECT {old_key} AS key, {chunk} FROM old_rows o {filter}) s
-             GROUP BY s.chunk;",
-            old_key = key_json("o"),
-        )
-    };
-    let insert_body = images.replace("{op}", "I");
     let update_body = format!(
-        "{}\n{}",
-        keys(&format!(
-            "WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE {})",
-            key_match.join(" AND ")
-        )),
-        images.replace("{op}", "U")
+        "{insert_into} old_key)
+         SELECT capture_xid, {table_literal}, 'D', {old_key} FROM old_rows o
+         WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE {key_match});
+         {insert_into} new_row{json_text_column})
+         SELECT capture_xid, {table_literal}, 'U', to_json(n.*){json_text_value} FROM new_rows n;",
+        old_key = key_json("o"),
+        key_match = key_match.join(" AND "),
     );
-    let delete_body = keys("");
+    let delete_body = format!(
+        "{insert_into} old_key)
+         SELECT capture_xid, {table_literal}, 'D', {old_key} FROM old_rows o;",
+        old_key = key_json("o"),
+    );
     let truncate_body =
         format!("{insert_into} new_row) VALUES (capture_xid, {table_literal}, 'T', NULL);");
 

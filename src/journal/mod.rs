@@ -187,8 +187,6 @@ pub struct NewChange {
     pub xid: i64,
     /// Change-log row id.
     pub cid: i64,
-    /// Position of the change within its change-log row, which holds up to 1,000 changes.
-    pub part: u32,
     /// Source table as `schema.table`.
     pub table: String,
     /// Kind of change.
@@ -680,7 +678,6 @@ impl JournalWriter {
                 batch,
                 xid: change.xid,
                 cid: change.cid,
-                part: change.part,
                 table: change.table,
                 op: change.op,
                 new: change.new,

@@ -66,9 +66,6 @@ pub struct JournalRecord {
     pub xid: i64,
     /// Id of the row in the PostgreSQL change log that carried the change.
     pub cid: i64,
-    /// Position of the change within that change-log row; omitted when 0.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub part: u32,
     /// Source table as `schema.table`.
     pub table: String,
     /// Kind of change.
@@ -79,10 +76,6 @@ pub struct JournalRecord {
     /// Primary key before the change (delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old: Option<Box<RawValue>>,
-}
-
-fn is_zero(value: &u32) -> bool {
-    *value == 0
 }
 
 impl JournalRecord {
@@ -213,7 +206,6 @@ mod tests {
             batch: 2,
             xid: 1234,
             cid: 99,
-            part: 3,
             table: "public.orders".into(),
             op: Operation::Update,
             new: Some(

@@ -10,7 +10,6 @@ fn change(cid: i64, xid: i64) -> NewChange {
     NewChange {
         xid,
         cid,
-        part: 0,
         table: "public.orders".into(),
         op: Operation::Insert,
         new: Some(RawValue::from_string(row).unwrap()),
