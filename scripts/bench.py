@@ -44,6 +44,17 @@ import pymysql
 UTC = dt.timezone.utc
 MYSQL_DATABASE = "bench"
 CHANGE_LOG = "pg2mysql_sync.change_log"
+# A change-log row holds a JSON array of up to 1,000 row images or keys (one object in
+# older versions), so changes are counted by array length.
+CHANGE_COUNT = (
+    "coalesce(sum(CASE WHEN json_typeof(coalesce(new_row, old_key)) = 'array' "
+    "THEN json_array_length(coalesce(new_row, old_key)) ELSE 1 END), 0)::bigint"
+)
+# The images of a change-log row, one per output row, numbered from 1.
+CHANGE_IMAGES = (
+    "json_array_elements(CASE WHEN json_typeof(new_row) = 'array' THEN new_row "
+    "ELSE json_build_array(new_row) END) WITH ORDINALITY AS image(value, position)"
+)
 CHECKPOINT_TABLE = "pg_to_mysql_sync_checkpoint"
 
 COLUMNS = "customer_id, sku, qty, price, paid, note, created_at"
@@ -387,7 +398,7 @@ def check_overhead_run(pg: psycopg.Connection, table: str, rows: int) -> None:
     count = pg_scalar(pg, f"SELECT count(*) FROM {table}")
     if count != rows:
         raise RuntimeError(f"{table} has {count} rows after the run, expected {rows}")
-    logged = pg_scalar(pg, f"SELECT count(*) FROM {CHANGE_LOG}")
+    logged = pg_scalar(pg, f"SELECT {CHANGE_COUNT} FROM {CHANGE_LOG}")
     expected = rows if table == "ovh_trig" else 0
     if logged != expected:
         raise RuntimeError(f"the change log has {logged} rows after a run on {table}, expected {expected}")
@@ -596,15 +607,20 @@ def create_backlog(servers: Servers, rows: int) -> Backlog:
     pg_seconds = time.perf_counter() - started
 
     with pg_connect(servers) as pg:
-        by_op = dict(pg.execute(f"SELECT op::text, count(*) FROM {CHANGE_LOG} GROUP BY op ORDER BY op").fetchall())
+        by_op = dict(
+            pg.execute(f"SELECT op::text, {CHANGE_COUNT} FROM {CHANGE_LOG} GROUP BY op ORDER BY op").fetchall()
+        )
         changes = sum(by_op.values())
         insert_probe_id = pg_scalar(
             pg,
-            f"SELECT (new_row->>'id')::bigint FROM {CHANGE_LOG} "
-            "WHERE op = 'I' AND (new_row->>'id')::bigint % 10 <> 9 ORDER BY id DESC LIMIT 1",
+            f"SELECT (image.value->>'id')::bigint FROM {CHANGE_LOG}, {CHANGE_IMAGES} "
+            "WHERE op = 'I' AND (image.value->>'id')::bigint % 10 <> 9 "
+            "ORDER BY id DESC, image.position DESC LIMIT 1",
         )
         update_probe_id = pg_scalar(
-            pg, f"SELECT (new_row->>'id')::bigint FROM {CHANGE_LOG} WHERE op = 'U' ORDER BY id DESC LIMIT 1"
+            pg,
+            f"SELECT (image.value->>'id')::bigint FROM {CHANGE_LOG}, {CHANGE_IMAGES} "
+            "WHERE op = 'U' ORDER BY id DESC, image.position DESC LIMIT 1",
         )
         update_probe_note = pg_scalar(pg, "SELECT note FROM bench WHERE id = %s", (update_probe_id,))
         summary = pg_summary(pg)
@@ -1243,7 +1259,7 @@ def main() -> int:
     run_setup(args.binary, env, args.work_dir)
     backlog = create_backlog(servers, args.rows)
     log(
-        f"backlog: {backlog.changes:,} change-log rows {backlog.by_op}, written in {backlog.pg_seconds:.1f} s; "
+        f"backlog: {backlog.changes:,} changes {backlog.by_op}, written in {backlog.pg_seconds:.1f} s; "
         f"{backlog.final_rows:,} rows remain"
     )
     expected_rows = fetch_pg_rows(servers, "bench")
@@ -1254,9 +1270,9 @@ def main() -> int:
     daemon_run = run_daemon_phases(args, servers, env, backlog, expected_rows)
 
     with pg_connect(servers) as pg:
-        left = pg_scalar(pg, f"SELECT count(*) FROM {CHANGE_LOG}")
+        left = pg_scalar(pg, f"SELECT {CHANGE_COUNT} FROM {CHANGE_LOG}")
     if left:
-        log(f"warning: {left} rows are still in the change log after the run")
+        log(f"warning: {left} changes are still in the change log after the run")
 
     report = Report(
         args=args,
