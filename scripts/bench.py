@@ -44,8 +44,8 @@ import pymysql
 UTC = dt.timezone.utc
 MYSQL_DATABASE = "bench"
 CHANGE_LOG = "pg2mysql_sync.change_log"
-# A change-log row holds a JSON array of up to 1,000 row images or keys (one object in
-# older versions), so changes are counted by array length.
+# A change-log row holds one change as a JSON object. These expressions also count and
+# expand a JSON array of changes, so the figures stay right if rows ever carry several.
 CHANGE_COUNT = (
     "coalesce(sum(CASE WHEN json_typeof(coalesce(new_row, old_key)) = 'array' "
     "THEN json_array_length(coalesce(new_row, old_key)) ELSE 1 END), 0)::bigint"
