@@ -448,13 +448,7 @@ async fn teardown_checks_and_removes_the_journal() {
     daemon
         .wait_for_log("does not exist", Duration::from_secs(20))
         .await;
-    databases
-        .wait_until_equal(
-            "SELECT count(*)::text FROM pg2mysql_sync.change_log",
-            "SELECT 0",
-            Duration::from_secs(20),
-        )
-        .await;
+    databases.wait_until_journaled().await;
     assert!(daemon.stop().success());
     let output = pipeline.run_cli(&["teardown"]);
     assert!(!output.status.success());

@@ -239,13 +239,7 @@ async fn corrupt_middle_record_stops_the_daemon() {
     daemon
         .wait_for_log("does not exist", Duration::from_secs(20))
         .await;
-    databases
-        .wait_until_equal(
-            "SELECT count(*)::text FROM pg2mysql_sync.change_log",
-            "SELECT 0",
-            Duration::from_secs(20),
-        )
-        .await;
+    databases.wait_until_journaled().await;
     assert!(daemon.stop().success());
 
     let segment = segments(&pipeline.data_dir()).pop().unwrap();

@@ -439,13 +439,7 @@ async fn backlog_from_before_add_column_applies_after_restart() {
     )
     .await
     .unwrap();
-    databases
-        .wait_until_equal(
-            "SELECT count(*)::text FROM pg2mysql_sync.change_log",
-            "SELECT 0",
-            Duration::from_secs(20),
-        )
-        .await;
+    databases.wait_until_journaled().await;
     assert!(daemon.stop().success());
 
     // The operator makes the same change in MySQL and restarts, as the halt message advises.

@@ -111,6 +111,17 @@ impl Databases {
             .unwrap();
     }
 
+    /// Waits until the daemon has moved every captured change into its journal, which is
+    /// when the PostgreSQL change log is empty.
+    pub async fn wait_until_journaled(&self) {
+        self.wait_until_equal(
+            "SELECT count(*)::text FROM pg2mysql_sync.change_log",
+            "SELECT 0",
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+
     pub async fn pg_rows(&self, sql: &str) -> Rows {
         pg_rows(&self.pg().await, sql).await
     }
