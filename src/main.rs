@@ -100,6 +100,9 @@ fn main() -> ExitCode {
             Command::Teardown { force, .. } => teardown(&config, force).await,
         }
     });
+    // Dropping the runtime would wait for every blocking task, such as a journal fsync stuck
+    // on a failing disk; a stop that abandoned its work must not hang there.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
