@@ -68,8 +68,11 @@ pub async fn connect(url: &Secret) -> Result<Conn, mysql_async::Error> {
     let opts = Opts::from_url(url.expose())?;
     // The daemon talks to the address in the URL; switching to a local socket found on the
     // server would bypass what the operator configured.
+    // Keepalive probes detect a peer that vanished without closing the connection, such as a
+    // failed-over server, which would otherwise leave a query waiting forever.
     let opts = OptsBuilder::from_opts(opts)
         .prefer_socket(false)
+        .tcp_keepalive(Some(std::time::Duration::from_secs(30)))
         .init(SESSION_SETUP.to_vec());
 
     Conn::new(opts).await
