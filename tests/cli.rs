@@ -154,15 +154,7 @@ fn configuration_errors_name_the_key_and_hide_passwords() {
     let run = |env: &[(&str, &str)]| {
         let mut command = std::process::Command::new(crate::support::BINARY);
         command.arg("run").current_dir(dir.path());
-        for key in [
-            "PG_DATABASE_URL",
-            "MYSQL_DATABASE_URL",
-            "SYNC_TABLES",
-            "DATA_DIR",
-            "MODE",
-        ] {
-            command.env_remove(key);
-        }
+        crate::support::clear_settings(&mut command);
         command.envs(env.iter().copied());
         command.output().unwrap()
     };
@@ -240,15 +232,7 @@ fn dotenv_file_is_read_and_environment_overrides_it() {
     .unwrap();
     let mut command = std::process::Command::new(crate::support::BINARY);
     command.arg("run").current_dir(dir.path());
-    for key in [
-        "PG_DATABASE_URL",
-        "MYSQL_DATABASE_URL",
-        "SYNC_TABLES",
-        "DATA_DIR",
-        "MODE",
-    ] {
-        command.env_remove(key);
-    }
+    crate::support::clear_settings(&mut command);
     let output = command.output().unwrap();
     assert!(
         stderr(&output).contains("SYNC_TABLES is invalid"),
@@ -521,6 +505,7 @@ fn first_log_line(extra_env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("log");
     let mut command = std::process::Command::new(crate::support::BINARY);
+    crate::support::clear_settings(&mut command);
     command
         .arg("run")
         .current_dir(dir.path())
@@ -528,7 +513,6 @@ fn first_log_line(extra_env: &[(&str, &str)]) -> String {
         .env("MYSQL_DATABASE_URL", "mysql://u:p@127.0.0.1:1/app")
         .env("SYNC_TABLES", "public.items")
         .env_remove("JOURNAL_STREAM")
-        .env_remove("LOG_FORMAT")
         .envs(extra_env.iter().copied())
         .stderr(std::fs::File::create(&log_path).unwrap());
     let mut child = command.spawn().unwrap();

@@ -173,15 +173,7 @@ async fn run_as_service_user(root: &Path) {
             .arg(root.join("usr/local/bin/pg-to-mysql-sync"))
             .args(args)
             .current_dir(&config_dir);
-        for key in [
-            "PG_DATABASE_URL",
-            "MYSQL_DATABASE_URL",
-            "SYNC_TABLES",
-            "DATA_DIR",
-            "MODE",
-        ] {
-            command.env_remove(key);
-        }
+        crate::support::clear_settings(&mut command);
         command
     };
     run(&mut command(&["setup"]));

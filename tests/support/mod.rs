@@ -212,6 +212,21 @@ pub async fn mysql_rows(conn: &mut mysql_async::Conn, sql: &str) -> Rows {
         .collect()
 }
 
+/// Removes every setting the binary reads from the environment, so that a child process sees
+/// only what its test sets.
+pub fn clear_settings(command: &mut Command) {
+    for key in [
+        "PG_DATABASE_URL",
+        "MYSQL_DATABASE_URL",
+        "SYNC_TABLES",
+        "DATA_DIR",
+        "MODE",
+        "LOG_FORMAT",
+    ] {
+        command.env_remove(key);
+    }
+}
+
 /// A data directory and the daemon's environment for one test.
 pub struct Pipeline {
     pub dir: tempfile::TempDir,
@@ -250,16 +265,7 @@ impl Pipeline {
             .args(args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
-        for key in [
-            "PG_DATABASE_URL",
-            "MYSQL_DATABASE_URL",
-            "SYNC_TABLES",
-            "DATA_DIR",
-            "MODE",
-            "LOG_FORMAT",
-        ] {
-            command.env_remove(key);
-        }
+        clear_settings(&mut command);
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
@@ -386,7 +392,7 @@ impl Drop for Daemon {
     }
 }
 
-/// The segment files of a data directory, oldest first.
+/// Lists the segment files of a data directory, oldest first.
 pub fn segments(data_dir: &Path) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = fs::read_dir(data_dir)
         .unwrap()
