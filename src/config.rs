@@ -117,7 +117,7 @@ impl TableName {
         }
     }
 
-    /// The name as PostgreSQL SQL, with both parts quoted.
+    /// Returns the name as PostgreSQL SQL, with both parts quoted.
     pub fn quoted(&self) -> String {
         format!(
             "{}.{}",
@@ -126,7 +126,7 @@ impl TableName {
         )
     }
 
-    /// The name as stored in change-log rows and journal records: `schema.table`, with a part
+    /// Returns the name as stored in change-log rows and journal records: `schema.table`, with a part
     /// double-quoted only where it is not a plain lower-case identifier, so that `"a.b".c` and
     /// `a."b.c"` stay apart while `public.orders` stays readable.
     pub fn qualified(&self) -> String {
@@ -213,7 +213,7 @@ pub struct Config {
     pub tables: Vec<TableName>,
 }
 
-/// Why the configuration is unusable. Each message names the key and the fix.
+/// Reason the configuration is unusable. Each message names the key and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A required key has no value in `.env`, the environment or the flags.
@@ -231,7 +231,7 @@ pub enum ConfigError {
     Invalid {
         /// The environment key.
         key: &'static str,
-        /// What is wrong and how to fix it; never contains a secret.
+        /// Problem and its fix. It never contains a secret.
         reason: String,
     },
 }
@@ -318,7 +318,7 @@ fn validate_mysql_url(url: &str) -> Result<String, ConfigError> {
             reason: "the URL must start with mysql://".to_string(),
         });
     }
-    // UrlError's messages name parameters, never the user-info part that holds the password.
+    // UrlError's messages name parameters, never the user-info part that contains the password.
     let opts = mysql_async::Opts::from_url(url).map_err(|error| ConfigError::Invalid {
         key: "MYSQL_DATABASE_URL",
         reason: format!("the URL cannot be parsed: {error}"),

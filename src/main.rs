@@ -101,7 +101,7 @@ fn main() -> ExitCode {
         }
     });
     // Dropping the runtime would wait for every blocking task, such as a journal fsync stuck
-    // on a failing disk; a stop that abandoned its work must not hang there.
+    // on a failing disk. A stop that abandoned its work must not hang there.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,6 +110,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Converts a MySQL error for the command line, without server text that can quote row values.
+fn mysql_failure(error: mysql_async::Error) -> anyhow::Error {
+    anyhow::anyhow!(apply::describe_mysql_error(&error))
 }
 
 /// Describes a `.env` problem without quoting the file, whose lines can hold passwords.
@@ -136,19 +141,19 @@ async fn setup(config: &Config) -> anyhow::Result<()> {
 
     let mut mysql = apply::connect(&config.mysql_url)
         .await
-        .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+        .map_err(mysql_failure)
         .context("connect to MySQL")?;
     let plans: Vec<apply::TablePlan> = schemas.iter().cloned().map(apply::TablePlan::new).collect();
     let problems = apply::check_target_tables(&mut mysql, plans.iter())
         .await
-        .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+        .map_err(mysql_failure)
         .context("check the MySQL tables")?;
     if !problems.is_empty() {
         anyhow::bail!("the MySQL target is not ready:\n{}", problems.join("\n"));
     }
     apply::ensure_checkpoint_table(&mut mysql)
         .await
-        .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+        .map_err(mysql_failure)
         .context("create the checkpoint table in MySQL")?;
 
     let report = capture::install(&mut pg, &schemas).await?;
@@ -170,7 +175,7 @@ async fn setup(config: &Config) -> anyhow::Result<()> {
 async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
     let mut mysql = apply::connect(&config.mysql_url)
         .await
-        .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+        .map_err(mysql_failure)
         .context("connect to MySQL")?;
 
     // The journal's position lives in the checkpoint table that teardown drops, so a journal
@@ -182,7 +187,7 @@ async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
             .with_context(|| format!("open the journal in {}", config.data_dir.display()))?;
         let applied = apply::read_checkpoint_if_present(&mut mysql, journal.id())
             .await
-            .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+            .map_err(mysql_failure)
             .context("read the checkpoint")?;
         let journaled = journal.recovery().next_seq - 1;
         if applied < journaled && !force {
@@ -203,7 +208,7 @@ async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
     println!("removed schema {} from PostgreSQL", capture::CAPTURE_SCHEMA);
     apply::drop_checkpoint_table(&mut mysql)
         .await
-        .map_err(|error| anyhow::anyhow!(apply::describe_mysql_error(&error)))
+        .map_err(mysql_failure)
         .context("drop the checkpoint table")?;
     println!("removed table `{}` from MySQL", apply::CHECKPOINT_TABLE);
     if let Some(journal) = journal {

@@ -99,7 +99,7 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
-    /// The key columns, in key order.
+    /// Returns the key columns, in key order.
     pub fn key_columns(&self) -> impl Iterator<Item = &Column> {
         self.key.iter().map(|&index| &self.columns[index])
     }

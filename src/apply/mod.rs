@@ -74,7 +74,7 @@ impl Default for ApplySettings {
     }
 }
 
-/// How an error should be handled.
+/// Handling class of an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
     /// Retry soon: the connection was lost, or MySQL chose this transaction as a deadlock or
@@ -90,7 +90,7 @@ pub enum ApplyError {
     /// A MySQL call failed.
     #[error("failed to {action}: {}", describe_mysql_error(.source))]
     Mysql {
-        /// What was being done.
+        /// Action that failed.
         action: &'static str,
         /// The cause; its server message can quote row values, so it is logged at DEBUG only.
         source: mysql_async::Error,
@@ -154,7 +154,7 @@ impl ApplyError {
         }
     }
 
-    /// Whether retrying can never help, because the local state is inconsistent.
+    /// Tells whether retrying can never help, because the local state is inconsistent.
     fn is_fatal(&self) -> bool {
         matches!(
             self,

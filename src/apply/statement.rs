@@ -29,7 +29,7 @@ pub struct StatementLimits {
     pub max_bytes: usize,
 }
 
-/// Why a batch cannot be turned into statements. Nothing was sent to MySQL.
+/// Failure to turn a batch into statements. Nothing was sent to MySQL.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PlanError {
     /// The record names a table that is not synced.
@@ -64,7 +64,7 @@ pub enum PlanError {
         column: String,
         /// The journal sequence number.
         seq: u64,
-        /// What is wrong, without the value.
+        /// Problem found, without the value.
         reason: String,
     },
     /// One row needs a statement larger than `max_allowed_packet` allows.

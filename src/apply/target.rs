@@ -25,7 +25,7 @@ const SESSION_SETUP: [&str; 3] = [
 ];
 
 /// Takes the session-level lock that lets one daemon at a time apply to this database. MySQL
-/// releases it when the connection closes. Returns `false` when another session holds it.
+/// releases it when the connection closes. Returns `false` when another session has it.
 pub(super) async fn take_apply_lock(conn: &mut Conn) -> Result<bool, mysql_async::Error> {
     // Lock names are limited to 64 characters and are server-wide, so include the database.
     let acquired: Option<Option<i64>> = conn

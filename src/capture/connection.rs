@@ -1,4 +1,4 @@
-//! PostgreSQL connections, with TLS when the URL asks for it.
+//! PostgreSQL connections, with TLS when the URL requests it.
 //!
 //! `sslmode=require` in `PG_DATABASE_URL` makes the connection use TLS with full verification
 //! of the server certificate (chain and host name) against the system's trusted roots, plus the
@@ -24,7 +24,7 @@ use crate::config::Secret;
 /// Environment variable naming an extra PEM file of trusted certificate authorities.
 pub const PG_SSL_ROOT_CERT_ENV: &str = "PG_SSL_ROOT_CERT";
 
-/// Why a connection could not be made.
+/// Failure to connect to PostgreSQL.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The server refused or could not be reached.
@@ -85,7 +85,7 @@ fn tls_config() -> Result<rustls::ClientConfig, ConnectError> {
         for certificate in certificates {
             roots.add(certificate).map_err(|error| {
                 ConnectError::Tls(format!(
-                    "{PG_SSL_ROOT_CERT_ENV} holds an invalid certificate: {error}"
+                    "{PG_SSL_ROOT_CERT_ENV} contains an invalid certificate: {error}"
                 ))
             })?;
         }

@@ -49,7 +49,7 @@ pub struct DrainSettings {
     /// Rows fetched per round trip inside a batch.
     pub fetch_rows: i32,
     /// How often to look for changes when no notification arrives. Notifications are only a
-    /// wake-up, and concurrent writers skip them (see the capture triggers); this interval
+    /// wake-up, and concurrent writers skip them (see the capture triggers). This interval
     /// bounds the delay of a change whose notification was skipped or lost.
     pub poll_interval: Duration,
 }
@@ -71,7 +71,7 @@ pub enum CaptureError {
     /// A PostgreSQL call failed; the session reconnects.
     #[error("failed to {action}")]
     Postgres {
-        /// What was being done.
+        /// Action that failed.
         action: &'static str,
         /// The cause.
         #[source]
@@ -91,7 +91,7 @@ pub enum CaptureError {
     InvalidRow {
         /// The change-log id.
         cid: i64,
-        /// What is wrong.
+        /// Problem found.
         reason: String,
     },
     /// The journal failed; this stops the daemon.
@@ -101,8 +101,8 @@ pub enum CaptureError {
 
 impl CaptureError {
     /// Tells whether reconnecting and trying again can help. A failed journal write (a full disk,
-    /// say) is retried, since the writer has removed the partial batch; anything else in the
-    /// journal needs a restart or an operator.
+    /// say) is retried, since the writer has removed the partial batch. Any other journal error
+    /// needs a restart or an operator.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -340,7 +340,7 @@ async fn delete_keys(
 ) -> Result<u64, CaptureError> {
     let cids: Vec<i64> = keys.iter().map(|key| key.cid).collect();
     let xids: Vec<i64> = keys.iter().map(|key| key.xid).collect();
-    // The id range lets the planner scan the primary-key index; joined with the key list
+    // The id range lets the planner scan the primary-key index. Joined with the key list
     // alone, it scans the whole change log, which is slow on a large backlog.
     let lowest = cids.iter().min().copied().unwrap_or(0);
     let highest = cids.iter().max().copied().unwrap_or(0);

@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 use crate::config::{TableName, quote_pg_ident};
 use crate::schema::{Column, PgType, TableSchema};
 
-/// Schema that holds the capture objects.
+/// Schema that contains the capture objects.
 pub const CAPTURE_SCHEMA: &str = "pg2mysql_sync";
 /// `LISTEN` channel for the wake-up notifications.
 pub const NOTIFY_CHANNEL: &str = "pg_to_mysql_sync";
@@ -43,7 +43,7 @@ pub enum InstallError {
     /// A statement failed.
     #[error("failed to {action}")]
     Sql {
-        /// What was being done.
+        /// Action that failed.
         action: String,
         /// The cause.
         #[source]
@@ -68,7 +68,7 @@ fn sql_error(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) ->
     move |source| InstallError::Sql { action, source }
 }
 
-/// What `install` changed.
+/// Changes made by `install`.
 #[derive(Debug, Default)]
 pub struct InstallReport {
     /// Tables whose triggers were (re)created.
@@ -148,7 +148,7 @@ pub async fn install(
     Ok(report)
 }
 
-/// Removes all capture objects. Refuses while the change log holds changes, unless `force`.
+/// Removes all capture objects. Fails while the change log contains changes, unless `force`.
 pub async fn uninstall(client: &mut Client, force: bool) -> Result<(), InstallError> {
     let tx = client
         .transaction()

@@ -3,7 +3,7 @@
 //! # On-disk format
 //!
 //! `DATA_DIR` holds:
-//! - `lock`: an empty file; the running daemon holds an exclusive `flock` on it, so exactly one
+//! - `lock`: an empty file. The running daemon keeps an exclusive `flock` on it, so exactly one
 //!   process owns the directory.
 //! - `journal.id`: a UUID made when the directory is first used. MySQL stores the applied
 //!   position under this id, so a fresh directory never inherits the position of an old one.
@@ -72,7 +72,7 @@ pub enum JournalError {
     /// A file operation failed.
     #[error("failed to {action} {path}")]
     Io {
-        /// What was being done.
+        /// Action that failed.
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
@@ -103,7 +103,7 @@ pub enum JournalError {
         line: u64,
         /// Byte offset of the start of the line.
         offset: u64,
-        /// What is wrong with it.
+        /// Problem found in it.
         reason: String,
     },
     /// The last records of the journal are complete lines that fail their check. A crash
@@ -121,7 +121,7 @@ pub enum JournalError {
         line: u64,
         /// Byte offset of the start of the line.
         offset: u64,
-        /// What is wrong with it.
+        /// Problem found in it.
         reason: String,
     },
     /// A segment header is missing or not of this format.
@@ -129,7 +129,7 @@ pub enum JournalError {
     Header {
         /// The segment file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// Problem found in it.
         reason: String,
     },
     /// A record that must be in the journal is not there.
@@ -207,10 +207,10 @@ pub struct ChangeLogKey {
     pub xid: i64,
 }
 
-/// What recovery found in the last segment.
+/// Result of recovering the last segment.
 #[derive(Debug, Clone, Default)]
 pub struct Recovery {
-    /// The sequence number the next record gets. Every record below it is durable.
+    /// Returns the sequence number of the next record. Every record below it is durable.
     pub next_seq: u64,
     /// Change-log rows of the newest batch. Their deletion from PostgreSQL may not have
     /// committed before the stop, so capture deletes them again before it drains.
@@ -267,7 +267,7 @@ impl Journal {
         })
     }
 
-    /// The journal's id, which keys the checkpoint row in MySQL.
+    /// Returns the journal's id, which keys the checkpoint row in MySQL.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -277,7 +277,7 @@ impl Journal {
         &self.dir
     }
 
-    /// What recovery found.
+    /// Returns the result of recovery.
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
     }
@@ -299,7 +299,7 @@ impl Journal {
         sync_directory(&self.dir)
     }
 
-    /// The oldest sequence number still on disk, if any segment exists.
+    /// Returns the oldest sequence number still on disk, if any segment exists.
     pub fn oldest_seq(&self) -> Result<Option<u64>, JournalError> {
         Ok(list_segments(&self.dir)?
             .first()
@@ -646,7 +646,7 @@ impl JournalWriter {
         })
     }
 
-    /// The sequence number the next record gets.
+    /// Returns the sequence number of the next record.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
@@ -727,7 +727,7 @@ impl JournalWriter {
 /// Reads records in sequence order, for the apply stage. Checks each record's checksum.
 ///
 /// The reader only returns records up to a durable sequence number given by the caller, so it
-/// never sees a line that the writer is still writing.
+/// never reads a line that the writer is still writing.
 #[derive(Debug)]
 pub struct JournalReader {
     dir: PathBuf,
@@ -839,7 +839,7 @@ impl JournalReader {
         }
     }
 
-    /// Opens the segment that holds `seq` and positions the reader after its header.
+    /// Opens the segment that contains `seq` and positions the reader after its header.
     fn open_segment_for(&self, seq: u64) -> Result<OpenSegment, JournalError> {
         let segments = list_segments(&self.dir)?;
         let (_, path) = segments

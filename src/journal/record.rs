@@ -14,14 +14,14 @@ const CRC_PREFIX: &str = ",\"crc\":\"";
 /// The kind of a source change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
-    /// A new row; `new` holds the row.
+    /// A new row, in `new`.
     #[serde(rename = "I")]
     Insert,
     /// A changed row whose key did not change; `new` holds the row after the change. A changed
     /// key arrives as a `Delete` of the old key followed by an `Update` of the new row.
     #[serde(rename = "U")]
     Update,
-    /// A removed row; `old` holds its primary key.
+    /// A removed row, whose primary key is in `old`.
     #[serde(rename = "D")]
     Delete,
     /// The table was truncated.
@@ -41,7 +41,7 @@ impl Operation {
         }
     }
 
-    /// A lower-case name for logs and metrics.
+    /// Returns a lower-case name for logs and metrics.
     pub fn name(self) -> &'static str {
         match self {
             Operation::Insert => "insert",
