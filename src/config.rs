@@ -31,9 +31,19 @@ pub struct SettingsArgs {
     #[arg(long, env = "SYNC_TABLES")]
     pub sync_tables: Option<String>,
 
-    /// When changes are applied to MySQL. Only `automatic` is available in this version.
+    /// When changes are applied to MySQL: `automatic` (continuously), `auto-check` (every
+    /// AUTO_CHECK_INTERVAL seconds while MySQL is reachable) or `manual` (on request only).
     #[arg(long, env = "MODE", default_value = "automatic")]
     pub mode: String,
+
+    /// Seconds between apply runs in the auto-check mode.
+    #[arg(long, env = "AUTO_CHECK_INTERVAL", default_value = "300")]
+    pub auto_check_interval: String,
+
+    /// What happens to a change that MySQL rejects for its data: `halt` (stop applying and keep
+    /// the order) or `park` (set it aside in the failed-change log and go on).
+    #[arg(long, env = "FAILED_CHANGE_POLICY", default_value = "halt")]
+    pub failed_change_policy: String,
 
     /// Directory of the journal (the local change buffer) and its lock file.
     #[arg(long, env = "DATA_DIR", default_value = DEFAULT_DATA_DIR)]
@@ -63,10 +73,26 @@ impl fmt::Debug for Secret {
 }
 
 /// When the apply stage runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Apply continuously as changes arrive.
     Automatic,
+    /// Apply everything pending at a fixed interval, while MySQL is reachable.
+    AutoCheck,
+    /// Apply only on request, through the API or the command line.
+    Manual,
+}
+
+impl Mode {
+    /// Returns the name used in `.env` and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Automatic => "automatic",
+            Mode::AutoCheck => "auto-check",
+            Mode::Manual => "manual",
+        }
+    }
 }
 
 impl FromStr for Mode {
@@ -75,15 +101,39 @@ impl FromStr for Mode {
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         match value {
             "automatic" => Ok(Mode::Automatic),
-            "manual" | "auto-check" => Err(ConfigError::Invalid {
-                key: "MODE",
-                reason: format!(
-                    "mode `{value}` is not available in this version; use MODE=automatic"
-                ),
-            }),
+            "auto-check" => Ok(Mode::AutoCheck),
+            "manual" => Ok(Mode::Manual),
             _ => Err(ConfigError::Invalid {
                 key: "MODE",
-                reason: format!("unknown mode `{value}`; use MODE=automatic"),
+                reason: format!(
+                    "unknown mode `{value}`; use automatic, auto-check or manual"
+                ),
+            }),
+        }
+    }
+}
+
+/// What apply does with a change that MySQL rejects for its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailedChangePolicy {
+    /// Stop applying until the cause is fixed, so that the order of all changes is kept.
+    Halt,
+    /// Move the change to the failed-change log and go on. Later changes of the same row wait
+    /// behind it in the log.
+    Park,
+}
+
+impl FromStr for FailedChangePolicy {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "halt" => Ok(FailedChangePolicy::Halt),
+            "park" => Ok(FailedChangePolicy::Park),
+            _ => Err(ConfigError::Invalid {
+                key: "FAILED_CHANGE_POLICY",
+                reason: format!("unknown policy `{value}`; use halt or park"),
             }),
         }
     }
@@ -207,6 +257,10 @@ pub struct Config {
     pub mysql_database: String,
     /// When changes are applied.
     pub mode: Mode,
+    /// Interval of the auto-check mode.
+    pub auto_check_interval: std::time::Duration,
+    /// What apply does with a change that MySQL rejects for its data.
+    pub failed_change_policy: FailedChangePolicy,
     /// Journal directory.
     pub data_dir: PathBuf,
     /// Synced tables, in the order given.
@@ -264,6 +318,12 @@ impl Config {
         let tables = parse_table_list(&tables_text)?;
 
         let mode = args.mode.trim().parse()?;
+        let auto_check_interval = parse_seconds(
+            &args.auto_check_interval,
+            "AUTO_CHECK_INTERVAL",
+            1..=86_400,
+        )?;
+        let failed_change_policy = args.failed_change_policy.trim().parse()?;
         if args.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "DATA_DIR",
@@ -276,10 +336,35 @@ impl Config {
             mysql_url: Secret::new(mysql_url),
             mysql_database,
             mode,
+            auto_check_interval,
+            failed_change_policy,
             data_dir: args.data_dir.clone(),
             tables,
         })
     }
+}
+
+/// Parses a whole number of seconds within `range`.
+pub fn parse_seconds(
+    text: &str,
+    key: &'static str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<std::time::Duration, ConfigError> {
+    let invalid = || ConfigError::Invalid {
+        key,
+        reason: format!(
+            "`{}` is not a whole number of seconds from {} to {}",
+            text.trim(),
+            range.start(),
+            range.end()
+        ),
+    };
+    let seconds: u64 = text.trim().parse().map_err(|_| invalid())?;
+    if !range.contains(&seconds) {
+        return Err(invalid());
+    }
+
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 fn require(
@@ -378,6 +463,8 @@ mod tests {
             mysql_database_url: Some("mysql://u:secretpw@127.0.0.1:3306/app".into()),
             sync_tables: Some("public.orders, \"Sales\".\"Line.Items\"".into()),
             mode: "automatic".into(),
+            auto_check_interval: "300".into(),
+            failed_change_policy: "halt".into(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
         }
     }
@@ -446,14 +533,50 @@ mod tests {
     }
 
     #[test]
-    fn other_modes_are_rejected() {
-        for mode in ["manual", "auto-check", "fast"] {
+    fn modes_parse() {
+        for (text, mode) in [
+            ("automatic", Mode::Automatic),
+            ("auto-check", Mode::AutoCheck),
+            ("manual", Mode::Manual),
+        ] {
             let mut raw = args();
-            raw.mode = mode.into();
-            let message = Config::from_args(&raw).unwrap_err().to_string();
-            assert!(message.starts_with("MODE is invalid"), "{message}");
-            assert!(message.contains("MODE=automatic"), "{message}");
+            raw.mode = text.into();
+            assert_eq!(Config::from_args(&raw).unwrap().mode, mode);
+            assert_eq!(mode.name(), text);
         }
+    }
+
+    #[test]
+    fn unknown_mode_is_rejected() {
+        let mut raw = args();
+        raw.mode = "fast".into();
+        let message = Config::from_args(&raw).unwrap_err().to_string();
+        assert!(message.starts_with("MODE is invalid"), "{message}");
+        assert!(message.contains("auto-check"), "{message}");
+    }
+
+    #[test]
+    fn bad_interval_is_rejected() {
+        for text in ["0", "-5", "1.5", "ten", "86401"] {
+            let mut raw = args();
+            raw.auto_check_interval = text.into();
+            let message = Config::from_args(&raw).unwrap_err().to_string();
+            assert!(
+                message.starts_with("AUTO_CHECK_INTERVAL is invalid"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_policy_is_rejected() {
+        let mut raw = args();
+        raw.failed_change_policy = "skip".into();
+        let message = Config::from_args(&raw).unwrap_err().to_string();
+        assert!(
+            message.starts_with("FAILED_CHANGE_POLICY is invalid"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! Under systemd (`Type=notify`), the daemon reports `READY=1` once both stages run,
 //! `STOPPING=1` on shutdown, and pings the watchdog when the unit sets `WatchdogSec`.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use sd_notify::NotifyState;
@@ -16,12 +17,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::apply::{Applier, ApplySettings};
+use crate::apply::{Applier, ApplyHandle, ApplySettings};
 use crate::backoff::{Backoff, sleep_or_shutdown};
 use crate::capture::{self, ConnectError, DrainSettings, Drainer, connect_pg};
 use crate::config::Config;
-use crate::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal};
+use crate::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal, segment_usage};
 use crate::schema::{TableSchema, load_table_schemas};
+use crate::status::Board;
 use crate::telemetry::ErrorChain;
 
 /// How long a stop waits for the batch in flight before abandoning it. Below systemd's
@@ -52,6 +54,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "journal opened"
     );
 
+    let board = Arc::new(Board::new(config.mode, config.failed_change_policy));
+    let usage = segment_usage(journal.dir()).unwrap_or_default();
+    board.journal_opened(
+        recovery.next_seq - 1,
+        usage.oldest_modified.unwrap_or_else(SystemTime::now),
+    );
+    let (_apply_handle, requests) = ApplyHandle::channel();
+
     let Some(schemas) = load_schemas(&config, &shutdown).await? else {
         info!("stopped before start-up finished");
         return Ok(());
@@ -60,7 +70,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let writer = journal
         .take_writer()
         .expect("a freshly opened journal has its writer");
-    let (durable_tx, durable_rx) = watch::channel(recovery.next_seq - 1);
+    let durable = recovery.next_seq - 1;
+    let (durable_tx, durable_rx) = watch::channel(durable);
     let (applied_tx, _applied_rx) = watch::channel(0);
     let drainer = Drainer::new(
         config.pg_url.clone(),
@@ -68,15 +79,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         writer,
         recovery.last_batch_keys.clone(),
         durable_tx,
+        board.clone(),
     );
+    let settings = ApplySettings {
+        auto_check_interval: config.auto_check_interval,
+        ..ApplySettings::default()
+    };
     let applier = Applier::new(
         config.mysql_url.clone(),
         journal.dir().to_path_buf(),
         journal.id().to_string(),
         schemas,
-        ApplySettings::default(),
+        settings,
         durable_rx,
         applied_tx,
+        board.clone(),
     );
 
     // Whichever stage ends first, for any reason, stops the other one too.
@@ -88,12 +105,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     let apply_token = shutdown.clone();
     let apply_task = tokio::spawn(async move {
-        let result = applier.run(apply_token.clone()).await;
+        let result = applier.run(requests, apply_token.clone()).await;
         apply_token.cancel();
         result
     });
     info!(
-        mode = "automatic",
+        mode = config.mode.name(),
+        failed_change_policy = ?config.failed_change_policy,
         tables = config.tables.len(),
         "daemon started"
     );

@@ -27,4 +27,5 @@ pub mod daemon;
 pub mod failpoint;
 pub mod journal;
 pub mod schema;
+pub mod status;
 pub mod telemetry;

@@ -183,7 +183,7 @@ fn configuration_errors_name_the_key_and_hide_passwords() {
         stderr(&output)
     );
 
-    let output = run(&[pg, mysql, tables, ("MODE", "manual")]);
+    let output = run(&[pg, mysql, tables, ("MODE", "sometimes")]);
     assert!(
         stderr(&output).contains("MODE is invalid"),
         "{}",
@@ -241,7 +241,7 @@ fn dotenv_file_is_read_and_environment_overrides_it() {
     );
 
     let output = command
-        .env("MODE", "auto-check")
+        .env("MODE", "sometimes")
         .env("SYNC_TABLES", "public.items")
         .output()
         .unwrap();

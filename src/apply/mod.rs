@@ -22,19 +22,28 @@
 //! kept and the pipeline resumes by itself once the operator fixes the cause. Capture goes on
 //! meanwhile, so nothing is lost.
 
+mod failed;
 mod statement;
 mod target;
 mod value;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, TxOpts};
-use tokio::sync::watch;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+
+use failed::{NewFailure, ParkedKeys, StillParked, StoredFailure};
+pub use failed::{
+    FAILED_TABLE, FailedChange, count_failed_if_present, drop_failed_table, ensure_failed_table,
+};
 
 pub use statement::{
     PlanError, Statement, StatementLimits, TablePlan, build_statements, quote_mysql_ident,
@@ -45,10 +54,11 @@ pub use target::{
 };
 pub use value::write_literal;
 
-use crate::backoff::{Backoff, sleep_or_shutdown};
-use crate::config::Secret;
+use crate::backoff::Backoff;
+use crate::config::{FailedChangePolicy, Mode, Secret};
 use crate::journal::{JournalError, JournalReader, JournalRecord, release_segments};
 use crate::schema::TableSchema;
+use crate::status::{ApplyPhase, Board, RunReport, count_change};
 
 /// Tuning of the apply loop.
 #[derive(Debug, Clone)]
@@ -61,6 +71,8 @@ pub struct ApplySettings {
     pub hard_max_batch_records: usize,
     /// Rows per multi-row statement.
     pub max_statement_rows: usize,
+    /// Time between runs in the auto-check mode, counted from the end of a run.
+    pub auto_check_interval: Duration,
 }
 
 impl Default for ApplySettings {
@@ -70,6 +82,7 @@ impl Default for ApplySettings {
             max_batch_bytes: 8 * 1024 * 1024,
             hard_max_batch_records: 50_000,
             max_statement_rows: 1_000,
+            auto_check_interval: Duration::from_secs(300),
         }
     }
 }
@@ -128,6 +141,12 @@ pub enum ApplyError {
     /// The journal could not be read.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A parked change stored in the failed-change log cannot be read back.
+    #[error("{0}")]
+    Stored(String),
+    /// A fatal error ended the apply stage earlier.
+    #[error("apply stopped: {0}")]
+    Stopped(String),
     /// MySQL's checkpoint is ahead of the journal.
     #[error(
         "MySQL's checkpoint says journal record {checkpoint} is applied, but the journal ends at \
@@ -158,8 +177,78 @@ impl ApplyError {
     fn is_fatal(&self) -> bool {
         matches!(
             self,
-            ApplyError::Journal(_) | ApplyError::CheckpointAhead { .. }
+            ApplyError::Journal(_) | ApplyError::CheckpointAhead { .. } | ApplyError::Stopped(_)
         )
+    }
+
+    /// Tells whether MySQL rejected a change for its data, or a value cannot be stored, as
+    /// opposed to an outage or a problem with the schema or rights. Only these are parked.
+    pub fn is_data_rejection(&self) -> bool {
+        match self {
+            ApplyError::Rejected {
+                source: mysql_async::Error::Server(server),
+                ..
+            } => DATA_ERROR_CODES.contains(&server.code),
+            ApplyError::Plan(PlanError::Value { .. } | PlanError::RowTooLarge { .. }) => true,
+            _ => false,
+        }
+    }
+
+    /// Returns the MySQL server error code, if MySQL returned one.
+    pub fn server_code(&self) -> Option<u16> {
+        match self {
+            ApplyError::Mysql {
+                source: mysql_async::Error::Server(server),
+                ..
+            }
+            | ApplyError::Rejected {
+                source: mysql_async::Error::Server(server),
+                ..
+            } => Some(server.code),
+            _ => None,
+        }
+    }
+
+    /// Describes the error without any server message, for API responses and the
+    /// failed-change log.
+    pub fn summary(&self) -> String {
+        match self {
+            ApplyError::Mysql { action, source } => {
+                format!("failed to {action}: {}", describe_code(source))
+            }
+            ApplyError::Rejected {
+                table,
+                operation,
+                first_seq,
+                last_seq,
+                source,
+            } => format!(
+                "MySQL rejected the {operation} of journal records {first_seq} to {last_seq} \
+                 into the table of {table}: {}",
+                describe_code(source)
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Server errors that reject a change for its data: 1048 column cannot be null, 1062 and 1586
+/// duplicate entry, 1169 unique constraint, 1264 and 1690 out of range, 1265 data truncated,
+/// 1292 incorrect value, 1366 incorrect string value, 1406 data too long, 1416 invalid
+/// geometry, 1451 and 1452 foreign key, 3140 invalid JSON (MySQL), 3819 check constraint
+/// (MySQL), 4025 constraint failed (MariaDB).
+const DATA_ERROR_CODES: [u16; 16] = [
+    1048, 1062, 1169, 1264, 1265, 1292, 1366, 1406, 1416, 1451, 1452, 1586, 1690, 3140, 3819,
+    4025,
+];
+
+/// Describes a MySQL error by its code, without the server's message.
+fn describe_code(error: &mysql_async::Error) -> String {
+    match error {
+        mysql_async::Error::Server(server) => {
+            format!("MySQL error {} (SQLSTATE {})", server.code, server.state)
+        }
+        other => other.to_string(),
     }
 }
 
@@ -213,6 +302,137 @@ pub fn describe_mysql_error(error: &mysql_async::Error) -> String {
     }
 }
 
+/// A request to the apply stage from the API or the command line. Requests run one at a
+/// time, between apply runs, so they never overlap with each other or with a run.
+#[derive(Debug)]
+pub enum ApplyRequest {
+    /// Apply everything journaled so far.
+    Sync(oneshot::Sender<Result<RunReport, RunError>>),
+    /// List the failed-change log.
+    ListFailed(oneshot::Sender<Result<Vec<FailedChange>, RunError>>),
+    /// Retry parked changes: all of them, or the given ids with the earlier changes of the
+    /// same rows.
+    RetryFailed {
+        /// Ids to retry; `None` for all.
+        ids: Option<Vec<u64>>,
+        /// Where the result goes.
+        reply: oneshot::Sender<Result<RetryReport, RunError>>,
+    },
+    /// Discard one parked change.
+    DeleteFailed {
+        /// The id.
+        id: u64,
+        /// Where the result goes: whether the entry existed.
+        reply: oneshot::Sender<Result<bool, RunError>>,
+    },
+}
+
+/// Why a requested operation could not be done. Messages contain neither server text nor
+/// row values, so they can be returned to API clients.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    /// MySQL cannot be reached; the backlog is kept and applied later.
+    #[error("MySQL is unavailable: {0}")]
+    Unavailable(String),
+    /// MySQL rejected a change or the target is not ready; an operator must act.
+    #[error("apply is halted: {0}")]
+    Halted(String),
+    /// The daemon is stopping.
+    #[error("the daemon is stopping")]
+    Stopping,
+}
+
+impl RunError {
+    fn from_apply(error: &ApplyError) -> Self {
+        match error.class() {
+            ErrorClass::Transient => RunError::Unavailable(error.summary()),
+            ErrorClass::NeedsOperator => RunError::Halted(error.summary()),
+        }
+    }
+}
+
+/// Result of a retry of parked changes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetryReport {
+    /// Ids applied and removed from the log.
+    pub applied: Vec<u64>,
+    /// Ids still parked: rejected again, or waiting behind an earlier change of their row.
+    pub still_failed: Vec<u64>,
+    /// Requested ids that are not in the log.
+    pub not_found: Vec<u64>,
+    /// Duration in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Sends requests to a running apply stage.
+#[derive(Debug, Clone)]
+pub struct ApplyHandle {
+    requests: mpsc::Sender<ApplyRequest>,
+}
+
+impl ApplyHandle {
+    /// Creates a handle and the receiver that [`Applier::run`] takes.
+    pub fn channel() -> (ApplyHandle, mpsc::Receiver<ApplyRequest>) {
+        let (requests, receiver) = mpsc::channel(16);
+        (ApplyHandle { requests }, receiver)
+    }
+
+    async fn call<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, RunError>>) -> ApplyRequest,
+    ) -> Result<T, RunError> {
+        let (reply, response) = oneshot::channel();
+        self.requests
+            .send(request(reply))
+            .await
+            .map_err(|_| RunError::Stopping)?;
+        response.await.map_err(|_| RunError::Stopping)?
+    }
+
+    /// Applies everything journaled so far and returns the counts.
+    pub async fn sync(&self) -> Result<RunReport, RunError> {
+        self.call(ApplyRequest::Sync).await
+    }
+
+    /// Lists the failed-change log.
+    pub async fn list_failed(&self) -> Result<Vec<FailedChange>, RunError> {
+        self.call(ApplyRequest::ListFailed).await
+    }
+
+    /// Retries parked changes.
+    pub async fn retry_failed(&self, ids: Option<Vec<u64>>) -> Result<RetryReport, RunError> {
+        self.call(|reply| ApplyRequest::RetryFailed { ids, reply })
+            .await
+    }
+
+    /// Discards one parked change; returns whether it existed.
+    pub async fn delete_failed(&self, id: u64) -> Result<bool, RunError> {
+        self.call(|reply| ApplyRequest::DeleteFailed { id, reply })
+            .await
+    }
+}
+
+/// What woke the apply loop.
+enum Wake {
+    /// Automatic mode: changes are waiting, or a retry is due.
+    Work,
+    /// Auto-check mode: the interval elapsed.
+    Check,
+    /// The mode changed.
+    ModeChanged,
+    /// A request arrived.
+    Request(ApplyRequest),
+}
+
+/// An open MySQL connection with what was read at connect time.
+struct Session {
+    conn: Conn,
+    limits: StatementLimits,
+    applied: u64,
+    reader: Option<JournalReader>,
+    parked: ParkedKeys,
+}
+
 /// The apply stage: reads the journal and writes to MySQL until shutdown.
 pub struct Applier {
     mysql_url: Secret,
@@ -222,11 +442,16 @@ pub struct Applier {
     settings: ApplySettings,
     durable_seq: watch::Receiver<u64>,
     applied_seq: watch::Sender<u64>,
+    board: Arc<Board>,
+    session: Option<Session>,
+    transient: Backoff,
+    halted: Backoff,
 }
 
 impl Applier {
     /// Creates the applier. `durable_seq` comes from capture; `applied_seq` is updated after
-    /// every commit.
+    /// every commit. The mode and the failed-change policy come from `board`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         mysql_url: Secret,
         journal_dir: PathBuf,
@@ -235,6 +460,7 @@ impl Applier {
         settings: ApplySettings,
         durable_seq: watch::Receiver<u64>,
         applied_seq: watch::Sender<u64>,
+        board: Arc<Board>,
     ) -> Self {
         let plans = schemas
             .into_iter()
@@ -248,66 +474,239 @@ impl Applier {
             settings,
             durable_seq,
             applied_seq,
+            board,
+            session: None,
+            transient: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            halted: Backoff::new(Duration::from_secs(5), Duration::from_secs(60)),
         }
     }
 
-    /// Applies until `shutdown`. A batch in flight is committed or rolled back before this
-    /// returns. Returns an error only when local state is inconsistent.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ApplyError> {
-        let mut transient = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut halted = Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
-        while !shutdown.is_cancelled() {
-            let error = match self.session(&shutdown, &mut transient, &mut halted).await {
-                Ok(()) => break,
-                Err(error) if error.is_fatal() => {
-                    error!(error = %error, "apply stopped");
-                    return Err(error);
-                }
-                Err(error) => error,
-            };
-            let delay = match error.class() {
-                ErrorClass::Transient => {
-                    let delay = transient.next_delay();
-                    warn!(
-                        error = %error,
-                        attempt = transient.attempt(),
-                        delay_ms = delay.as_millis() as u64,
-                        "apply failed, retrying"
-                    );
-                    delay
-                }
-                ErrorClass::NeedsOperator => {
-                    let delay = halted.next_delay();
-                    error!(
-                        error = %error,
-                        attempt = halted.attempt(),
-                        delay_ms = delay.as_millis() as u64,
-                        "apply halted until the cause is fixed; capture continues"
-                    );
-                    if let ApplyError::Mysql { source, .. } | ApplyError::Rejected { source, .. } =
-                        &error
-                    {
-                        debug!(error = %source, "MySQL error detail");
+    /// Applies until `shutdown`, in the mode the board sets, and serves requests. A batch in
+    /// flight is committed or rolled back before this returns. Returns an error only when
+    /// local state is inconsistent.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<ApplyRequest>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ApplyError> {
+        let mut mode = self.board.watch_mode();
+        // Automatic mode connects at once, so that a problem with the target shows at start.
+        let mut retry_at = Some(Instant::now());
+        let mut retrying = false;
+        let mut next_check = Instant::now() + self.settings.auto_check_interval;
+        let mut requests_open = true;
+        loop {
+            let current = *mode.borrow_and_update();
+            let applied = *self.applied_seq.borrow();
+            let wake = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                request = requests.recv(), if requests_open => match request {
+                    Some(request) => Wake::Request(request),
+                    None => {
+                        requests_open = false;
+                        continue;
                     }
-                    delay
+                },
+                _ = mode.changed() => Wake::ModeChanged,
+                () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)),
+                    if current == Mode::Automatic && retry_at.is_some() => Wake::Work,
+                () = tokio::time::sleep_until(next_check), if current == Mode::AutoCheck => {
+                    Wake::Check
                 }
+                _ = wait_beyond(&mut self.durable_seq, applied),
+                    if current == Mode::Automatic && retry_at.is_none() => Wake::Work,
             };
-            if !sleep_or_shutdown(delay, &shutdown).await {
-                break;
+
+            match wake {
+                Wake::ModeChanged => {
+                    let new_mode = *mode.borrow();
+                    info!(mode = new_mode.name(), "apply mode changed");
+                    retry_at = (new_mode == Mode::Automatic).then(Instant::now);
+                    next_check = Instant::now() + self.settings.auto_check_interval;
+                    if new_mode != Mode::Automatic {
+                        self.disconnect();
+                    }
+                }
+                Wake::Work => {
+                    if retrying {
+                        self.board.metrics.retries.inc();
+                    }
+                    let target = *self.durable_seq.borrow();
+                    match self.catch_up(target, &shutdown).await {
+                        Ok(_) => {
+                            retry_at = None;
+                            retrying = false;
+                        }
+                        Err(error) => {
+                            retry_at = Some(Instant::now() + self.handle_failure(&error)?);
+                            retrying = true;
+                        }
+                    }
+                }
+                Wake::Check => {
+                    let target = *self.durable_seq.borrow();
+                    match self.catch_up(target, &shutdown).await {
+                        Ok(report) => info!(
+                            applied = report.applied,
+                            parked = report.parked,
+                            "auto-check run finished"
+                        ),
+                        Err(error) => {
+                            self.handle_failure(&error)?;
+                        }
+                    }
+                    self.disconnect();
+                    // The interval counts from the end of a run, so runs never overlap.
+                    next_check = Instant::now() + self.settings.auto_check_interval;
+                }
+                Wake::Request(request) => {
+                    let fatal = self.serve(request, &shutdown).await;
+                    if let Some(error) = fatal {
+                        error!(error = %error, "apply stopped");
+                        return Err(error);
+                    }
+                    if current == Mode::Automatic {
+                        if self.session.is_none() {
+                            retry_at.get_or_insert_with(Instant::now);
+                        }
+                    } else {
+                        self.disconnect();
+                    }
+                }
             }
         }
+        self.disconnect();
         info!("apply stopped");
 
         Ok(())
     }
 
-    /// Runs one connection: connect, check, find the checkpoint, then apply batches.
-    async fn session(
+    /// Applies everything journaled so far, once; for `sync --offline`.
+    pub async fn apply_pending(
         &mut self,
         shutdown: &CancellationToken,
-        transient: &mut Backoff,
-        halted: &mut Backoff,
-    ) -> Result<(), ApplyError> {
+    ) -> Result<RunReport, ApplyError> {
+        let target = *self.durable_seq.borrow();
+        let result = self.catch_up(target, shutdown).await;
+        self.disconnect();
+        result
+    }
+
+    /// Serves one request. Returns the error when it is fatal for the daemon.
+    async fn serve(
+        &mut self,
+        request: ApplyRequest,
+        shutdown: &CancellationToken,
+    ) -> Option<ApplyError> {
+        match request {
+            ApplyRequest::Sync(reply) => {
+                let target = *self.durable_seq.borrow();
+                let result = self.catch_up(target, shutdown).await;
+                self.reply(reply, result)
+            }
+            ApplyRequest::ListFailed(reply) => {
+                let result = self.list_failed().await;
+                self.reply(reply, result)
+            }
+            ApplyRequest::RetryFailed { ids, reply } => {
+                let result = self.retry_failed(ids).await;
+                self.reply(reply, result)
+            }
+            ApplyRequest::DeleteFailed { id, reply } => {
+                let result = self.delete_failed(id).await;
+                self.reply(reply, result)
+            }
+        }
+    }
+
+    /// Sends a result to a requester, logs a failure, and returns it when it is fatal.
+    fn reply<T>(
+        &mut self,
+        reply: oneshot::Sender<Result<T, RunError>>,
+        result: Result<T, ApplyError>,
+    ) -> Option<ApplyError> {
+        match result {
+            Ok(value) => {
+                // The requester may have gone away; the work is done either way.
+                let _ = reply.send(Ok(value));
+                None
+            }
+            Err(error) => {
+                let _ = reply.send(Err(RunError::from_apply(&error)));
+                if error.is_fatal() {
+                    return Some(error);
+                }
+                // Logged and counted like a failure of a scheduled run; the delay is unused
+                // because the requester retries on its own.
+                let _ = self.handle_failure(&error);
+                None
+            }
+        }
+    }
+
+    /// Logs and counts a failed run, and returns the delay before the next attempt. Returns
+    /// the error itself when it is fatal.
+    fn handle_failure(&mut self, error: &ApplyError) -> Result<Duration, ApplyError> {
+        self.disconnect();
+        if error.is_fatal() {
+            error!(error = %error, "apply stopped");
+            self.board
+                .apply_phase(ApplyPhase::Halted, Some(error.summary()));
+            return Err(ApplyError::Stopped(error.to_string()));
+        }
+        let delay = match error.class() {
+            ErrorClass::Transient => {
+                self.board.metrics.count_failure(true);
+                self.board
+                    .apply_phase(ApplyPhase::Unavailable, Some(error.summary()));
+                let delay = self.transient.next_delay();
+                warn!(
+                    error = %error,
+                    attempt = self.transient.attempt(),
+                    delay_ms = delay.as_millis() as u64,
+                    "apply failed, retrying"
+                );
+                delay
+            }
+            ErrorClass::NeedsOperator => {
+                self.board.metrics.count_failure(false);
+                self.board
+                    .apply_phase(ApplyPhase::Halted, Some(error.summary()));
+                let delay = self.halted.next_delay();
+                error!(
+                    error = %error,
+                    attempt = self.halted.attempt(),
+                    delay_ms = delay.as_millis() as u64,
+                    "apply halted until the cause is fixed; capture continues"
+                );
+                if let ApplyError::Mysql { source, .. } | ApplyError::Rejected { source, .. } =
+                    error
+                {
+                    debug!(error = %source, "MySQL error detail");
+                }
+                delay
+            }
+        };
+
+        Ok(delay)
+    }
+
+    fn disconnect(&mut self) {
+        if self.session.take().is_some() {
+            debug!("apply disconnected from MySQL");
+        }
+        if self.board.mode() != Mode::Automatic {
+            self.board.apply_phase(ApplyPhase::Idle, None);
+        }
+    }
+
+    /// Returns the open session, or connects: checks the target, reads the checkpoint and
+    /// the parked keys.
+    async fn take_session(&mut self) -> Result<Session, ApplyError> {
+        if let Some(session) = self.session.take() {
+            return Ok(session);
+        }
         let mut conn = connect(&self.mysql_url)
             .await
             .map_err(mysql_error("connect to MySQL"))?;
@@ -334,6 +733,9 @@ impl Applier {
             // Leave room for the packet header and the protocol's own bytes.
             max_bytes: packet.saturating_sub(1024),
         };
+        ensure_failed_table(&mut conn)
+            .await
+            .map_err(mysql_error("create the failed-change table"))?;
         let checkpoint = read_checkpoint(&mut conn, &self.journal_id)
             .await
             .map_err(mysql_error("read the checkpoint"))?;
@@ -344,73 +746,266 @@ impl Applier {
                 journal_end: durable,
             });
         }
+        let parked = ParkedKeys::load(&mut conn, &self.journal_id)
+            .await
+            .map_err(mysql_error("read the failed-change log"))?;
         info!(
             applied_seq = checkpoint,
             durable_seq = durable,
+            failed_changes = parked.count(),
             "apply connected to MySQL"
         );
         self.applied_seq.send_replace(checkpoint);
-        transient.reset();
+        self.board.checkpoint_read(checkpoint);
+        self.board.apply_phase(ApplyPhase::Running, None);
+        self.transient.reset();
 
-        let mut reader = JournalReader::new(&self.journal_dir, checkpoint + 1);
-        let mut applied = checkpoint;
-        loop {
-            let durable = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                durable = wait_beyond(&mut self.durable_seq, applied) => durable,
-            };
-            let (batch, returned) = read_batch(reader, durable, &self.settings).await;
-            reader = returned;
+        Ok(Session {
+            conn,
+            limits,
+            applied: checkpoint,
+            reader: None,
+            parked,
+        })
+    }
+
+    /// Applies journal records up to `target`, connecting first if needed. Stops early, with
+    /// the work done so far committed, when `shutdown` is requested. On error the connection
+    /// is closed, so the next run starts again from the checkpoint.
+    async fn catch_up(
+        &mut self,
+        target: u64,
+        shutdown: &CancellationToken,
+    ) -> Result<RunReport, ApplyError> {
+        let started = Instant::now();
+        let mut session = self.take_session().await?;
+        let mut report = self.apply_until(&mut session, target, shutdown).await?;
+        report.applied_seq = session.applied;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        self.board
+            .run_finished(report.clone(), session.parked.count());
+        self.board.apply_phase(ApplyPhase::Running, None);
+        self.session = Some(session);
+
+        Ok(report)
+    }
+
+    async fn apply_until(
+        &mut self,
+        session: &mut Session,
+        target: u64,
+        shutdown: &CancellationToken,
+    ) -> Result<RunReport, ApplyError> {
+        let mut report = RunReport::default();
+        while session.applied < target && !shutdown.is_cancelled() {
+            let reader = session
+                .reader
+                .take()
+                .unwrap_or_else(|| JournalReader::new(&self.journal_dir, session.applied + 1));
+            let (batch, reader) = read_batch(reader, target, &self.settings).await;
+            session.reader = Some(reader);
             let batch = batch?;
-            let Some(last) = batch.last() else { continue };
+            let Some(last) = batch.last() else { break };
             let last_seq = last.seq;
 
             let started = Instant::now();
-            self.apply_batch(&mut conn, &batch, last_seq, limits)
-                .await?;
-            halted.reset();
-            applied = last_seq;
-            self.applied_seq.send_replace(applied);
+            let parked = self.apply_batch(session, &batch, last_seq).await?;
+            let elapsed = started.elapsed();
+            self.board
+                .metrics
+                .batch_duration
+                .observe(elapsed.as_secs_f64());
+            self.halted.reset();
+            self.count_applied(&batch, &parked);
+            for failure in &parked {
+                session.parked.add(
+                    &failure.record.table,
+                    failure.key.as_deref(),
+                    failure.record.seq,
+                );
+            }
+            report.applied += (batch.len() - parked.len()) as u64;
+            report.parked += parked.len() as u64;
+            session.applied = last_seq;
+            self.applied_seq.send_replace(last_seq);
+            self.board.applied(last_seq);
             debug!(
                 records = batch.len(),
-                applied_seq = applied,
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                parked = parked.len(),
+                applied_seq = last_seq,
+                elapsed_ms = elapsed.as_millis() as u64,
                 "applied batch"
             );
-            release(&self.journal_dir, applied).await?;
+            release(&self.journal_dir, last_seq).await?;
+        }
+
+        Ok(report)
+    }
+
+    fn count_applied(&self, batch: &[JournalRecord], parked: &[NewFailure]) {
+        let metrics = &self.board.metrics;
+        let mut parked_seqs = parked.iter().map(|failure| failure.record.seq).peekable();
+        for record in batch {
+            if parked_seqs.peek() == Some(&record.seq) {
+                parked_seqs.next();
+                count_change(&metrics.parked, &record.table, record.op.name());
+            } else {
+                count_change(&metrics.applied, &record.table, record.op.name());
+            }
         }
     }
 
-    /// Applies one batch and its checkpoint in one MySQL transaction.
+    /// Applies one batch and its checkpoint in one MySQL transaction. Under the `park`
+    /// policy, returns the records moved to the failed-change log in that transaction, in
+    /// journal order.
     async fn apply_batch(
         &self,
-        conn: &mut Conn,
+        session: &mut Session,
         batch: &[JournalRecord],
+        last_seq: u64,
+    ) -> Result<Vec<NewFailure>, ApplyError> {
+        let park = self.board.policy() == FailedChangePolicy::Park;
+        // Changes of rows with parked changes wait behind them.
+        let mut parked = Vec::new();
+        let mut kept = Vec::with_capacity(batch.len());
+        if session.parked.is_empty() {
+            kept.extend(batch.iter());
+        } else {
+            for record in batch {
+                let key = self.plan(record)?.record_key(record)?;
+                match session.parked.blocker(&record.table, key.as_deref()) {
+                    Some(blocker) => {
+                        session
+                            .parked
+                            .add(&record.table, key.as_deref(), record.seq);
+                        parked.push(waiting_failure(record, key, blocker));
+                    }
+                    None => kept.push(record),
+                }
+            }
+        }
+
+        match self
+            .apply_statements(&mut session.conn, &kept, &parked, last_seq, session.limits)
+            .await
+        {
+            Ok(()) => return Ok(parked),
+            Err(error) if park && error.is_data_rejection() => {
+                debug!(error = %error, "a batch was rejected; applying it change by change");
+            }
+            Err(error) => return Err(error),
+        }
+
+        // Each change in its own savepoint, so that a rejected one is parked alone.
+        let mut tx = session
+            .conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(mysql_error("start a transaction"))?;
+        for record in kept {
+            let key = self.plan(record)?.record_key(record)?;
+            if let Some(blocker) = session.parked.blocker(&record.table, key.as_deref()) {
+                session
+                    .parked
+                    .add(&record.table, key.as_deref(), record.seq);
+                parked.push(waiting_failure(record, key, blocker));
+                continue;
+            }
+            if let Err(error) = self
+                .apply_one(&mut tx, record, session.limits)
+                .await
+            {
+                if !error.is_data_rejection() {
+                    return Err(error);
+                }
+                let failure = NewFailure {
+                    record: record.clone(),
+                    key,
+                    error: error.summary(),
+                    error_code: error.server_code(),
+                    waits_for: None,
+                };
+                error!(
+                    error = %error,
+                    table = %record.table,
+                    operation = record.op.name(),
+                    seq = record.seq,
+                    "MySQL rejected a change; parked it in the failed-change log"
+                );
+                session
+                    .parked
+                    .add(&record.table, failure.key.as_deref(), record.seq);
+                parked.push(failure);
+            }
+        }
+        self.finish_batch(tx, &parked, last_seq).await?;
+
+        Ok(parked)
+    }
+
+    fn plan(&self, record: &JournalRecord) -> Result<&TablePlan, PlanError> {
+        self.plans
+            .get(&record.table)
+            .ok_or_else(|| PlanError::UnknownTable {
+                table: record.table.clone(),
+            })
+    }
+
+    /// Applies records as multi-row statements, then the parked entries and the checkpoint,
+    /// in one transaction.
+    async fn apply_statements(
+        &self,
+        conn: &mut Conn,
+        records: &[&JournalRecord],
+        parked: &[NewFailure],
         last_seq: u64,
         limits: StatementLimits,
     ) -> Result<(), ApplyError> {
-        let statements = build_statements(batch, &self.plans, limits)?;
+        let statements = build_statements(records.iter().copied(), &self.plans, limits)?;
         let mut tx = conn
             .start_transaction(TxOpts::default())
             .await
             .map_err(mysql_error("start a transaction"))?;
         for statement in statements {
-            let Statement {
-                sql,
-                table,
-                operation,
-                first_seq,
-                last_seq,
-            } = statement;
-            tx.query_drop(sql)
+            execute(&mut tx, statement).await?;
+        }
+        self.finish_batch(tx, parked, last_seq).await
+    }
+
+    /// Applies one record inside a savepoint, which is rolled back if MySQL rejects it.
+    async fn apply_one(
+        &self,
+        tx: &mut mysql_async::Transaction<'_>,
+        record: &JournalRecord,
+        limits: StatementLimits,
+    ) -> Result<(), ApplyError> {
+        let statements = build_statements(std::iter::once(record), &self.plans, limits)?;
+        tx.query_drop("SAVEPOINT pg_to_mysql_sync_change")
+            .await
+            .map_err(mysql_error("set a savepoint"))?;
+        for statement in statements {
+            if let Err(error) = execute(tx, statement).await {
+                tx.query_drop("ROLLBACK TO SAVEPOINT pg_to_mysql_sync_change")
+                    .await
+                    .map_err(mysql_error("roll back to a savepoint"))?;
+                return Err(error);
+            }
+        }
+
+        Ok(())
+    }
+
+    /// Writes parked entries and the checkpoint, then commits.
+    async fn finish_batch(
+        &self,
+        mut tx: mysql_async::Transaction<'_>,
+        parked: &[NewFailure],
+        last_seq: u64,
+    ) -> Result<(), ApplyError> {
+        if !parked.is_empty() {
+            tx.query_drop(failed::insert_statement(&self.journal_id, parked))
                 .await
-                .map_err(|source| ApplyError::Rejected {
-                    table,
-                    operation,
-                    first_seq,
-                    last_seq,
-                    source,
-                })?;
+                .map_err(mysql_error("write the failed-change log"))?;
         }
         crate::failpoint::hit("apply-before-checkpoint");
         tx.query_drop(target::checkpoint_statement(&self.journal_id, last_seq))
@@ -422,6 +1017,170 @@ impl Applier {
 
         Ok(())
     }
+
+    async fn list_failed(&mut self) -> Result<Vec<FailedChange>, ApplyError> {
+        let mut session = self.take_session().await?;
+        let result = failed::list(&mut session.conn, &self.journal_id)
+            .await
+            .map_err(mysql_error("read the failed-change log"));
+        if result.is_ok() {
+            self.session = Some(session);
+        }
+        result
+    }
+
+    async fn delete_failed(&mut self, id: u64) -> Result<bool, ApplyError> {
+        let mut session = self.take_session().await?;
+        session
+            .conn
+            .query_drop(failed::delete_statement(&self.journal_id, id))
+            .await
+            .map_err(mysql_error("delete from the failed-change log"))?;
+        let existed = session.conn.affected_rows() > 0;
+        session.parked = ParkedKeys::load(&mut session.conn, &self.journal_id)
+            .await
+            .map_err(mysql_error("read the failed-change log"))?;
+        if existed {
+            warn!(id, "discarded a change from the failed-change log on request");
+        }
+        self.board
+            .run_finished(RunReport::default(), session.parked.count());
+        self.session = Some(session);
+
+        Ok(existed)
+    }
+
+    /// Retries parked changes in journal order, in one transaction. A change whose row has an
+    /// earlier entry that stays parked is not tried, so each row's changes keep their order.
+    async fn retry_failed(&mut self, ids: Option<Vec<u64>>) -> Result<RetryReport, ApplyError> {
+        let started = Instant::now();
+        let mut session = self.take_session().await?;
+        let entries = failed::load_for_retry(&mut session.conn, &self.journal_id)
+            .await
+            .map_err(mysql_error("read the failed-change log"))?;
+        let mut report = RetryReport::default();
+        let selected = select_for_retry(&entries, ids.as_deref(), &mut report.not_found);
+
+        let mut still_parked = StillParked::default();
+        let mut tx = session
+            .conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(mysql_error("start a transaction"))?;
+        for (entry, chosen) in entries.iter().zip(selected) {
+            let key = entry.key.as_deref();
+            if !chosen {
+                still_parked.add(&entry.table, key);
+                continue;
+            }
+            if still_parked.blocks(&entry.table, key) {
+                report.still_failed.push(entry.seq);
+                continue;
+            }
+            let outcome = match &entry.record {
+                Ok(record) => self.apply_one(&mut tx, record, session.limits).await,
+                Err(reason) => Err(ApplyError::Stored(reason.clone())),
+            };
+            match outcome {
+                Ok(()) => {
+                    tx.query_drop(failed::delete_statement(&self.journal_id, entry.seq))
+                        .await
+                        .map_err(mysql_error("write the failed-change log"))?;
+                    report.applied.push(entry.seq);
+                }
+                Err(error) if error.is_data_rejection() || matches!(error, ApplyError::Stored(_)) => {
+                    tx.query_drop(failed::update_statement(
+                        &self.journal_id,
+                        entry.seq,
+                        &error.summary(),
+                        error.server_code(),
+                    ))
+                    .await
+                    .map_err(mysql_error("write the failed-change log"))?;
+                    still_parked.add(&entry.table, key);
+                    report.still_failed.push(entry.seq);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(mysql_error("commit the retry"))?;
+        session.parked = ParkedKeys::load(&mut session.conn, &self.journal_id)
+            .await
+            .map_err(mysql_error("read the failed-change log"))?;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            applied = report.applied.len(),
+            still_failed = report.still_failed.len(),
+            "retried parked changes"
+        );
+        self.board
+            .run_finished(RunReport::default(), session.parked.count());
+        self.session = Some(session);
+
+        Ok(report)
+    }
+}
+
+/// Marks the entries a retry covers: all, or each requested id with the earlier entries of
+/// its row (or table, for a TRUNCATE). Unknown ids go to `not_found`.
+fn select_for_retry(
+    entries: &[StoredFailure],
+    ids: Option<&[u64]>,
+    not_found: &mut Vec<u64>,
+) -> Vec<bool> {
+    let Some(ids) = ids else {
+        return vec![true; entries.len()];
+    };
+    let mut selected = vec![false; entries.len()];
+    for &id in ids {
+        let Some(target) = entries.iter().find(|entry| entry.seq == id) else {
+            not_found.push(id);
+            continue;
+        };
+        for (index, entry) in entries.iter().enumerate() {
+            let same_row = entry.table == target.table
+                && (entry.key == target.key || entry.key.is_none() || target.key.is_none());
+            if entry.seq <= id && same_row {
+                selected[index] = true;
+            }
+        }
+    }
+    selected
+}
+
+fn waiting_failure(record: &JournalRecord, key: Option<String>, blocker: u64) -> NewFailure {
+    NewFailure {
+        record: record.clone(),
+        key,
+        error: format!("waits behind the parked change {blocker} of the same row"),
+        error_code: None,
+        waits_for: Some(blocker),
+    }
+}
+
+/// Runs one statement, naming its records if MySQL rejects it.
+async fn execute(
+    tx: &mut mysql_async::Transaction<'_>,
+    statement: Statement,
+) -> Result<(), ApplyError> {
+    let Statement {
+        sql,
+        table,
+        operation,
+        first_seq,
+        last_seq,
+    } = statement;
+    tx.query_drop(sql)
+        .await
+        .map_err(|source| ApplyError::Rejected {
+            table,
+            operation,
+            first_seq,
+            last_seq,
+            source,
+        })
 }
 
 /// Waits until the durable position passes `applied` and returns it.

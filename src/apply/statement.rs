@@ -280,6 +280,33 @@ impl TablePlan {
         Ok(())
     }
 
+    /// Returns the primary key of the row a record changes, as a JSON array of the key values
+    /// in key-column order, or `None` for a TRUNCATE. Equal keys give equal text, because
+    /// journal images are compact JSON written by PostgreSQL.
+    pub fn record_key(&self, record: &JournalRecord) -> Result<Option<String>, PlanError> {
+        let raw = match record.op {
+            Operation::Insert | Operation::Update => record.new.as_deref(),
+            Operation::Delete => record.old.as_deref(),
+            Operation::Truncate => return Ok(None),
+        }
+        .ok_or_else(|| self.shape_error(record, "the row image is missing".into()))?;
+        let image = parse_image(self, record, raw)?;
+        let mut key = String::from("[");
+        for (position, column) in self.schema.key_columns().enumerate() {
+            let value = find_value(&image, self.schema.key[position], &column.name)
+                .ok_or_else(|| {
+                    self.shape_error(record, format!("key column {} is missing", column.name))
+                })?;
+            if position > 0 {
+                key.push(',');
+            }
+            key.push_str(value.get());
+        }
+        key.push(']');
+
+        Ok(Some(key))
+    }
+
     fn shape_error(&self, record: &JournalRecord, detail: String) -> PlanError {
         PlanError::ShapeMismatch {
             table: self.schema.name.to_string(),
@@ -350,8 +377,8 @@ pub struct Statement {
 }
 
 /// Builds the statements for a batch of records, in order.
-pub fn build_statements(
-    records: &[JournalRecord],
+pub fn build_statements<'r>(
+    records: impl IntoIterator<Item = &'r JournalRecord>,
     plans: &HashMap<String, TablePlan>,
     limits: StatementLimits,
 ) -> Result<Vec<Statement>, PlanError> {

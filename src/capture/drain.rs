@@ -18,6 +18,8 @@
 //! Delivery to the journal is exactly once; the durable sequence number is published to the
 //! apply stage through a watch channel after each fsync.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -34,6 +36,7 @@ use crate::journal::{
     ChangeLogKey, JournalError, JournalWriter, NewChange, Operation, compact_json, parse_row_image,
     write_row_image,
 };
+use crate::status::{Board, ChangeLabels};
 use crate::telemetry::ErrorChain;
 
 /// Advisory lock key held by the draining session.
@@ -126,17 +129,20 @@ pub struct Drainer {
     writer: Option<JournalWriter>,
     pending_keys: Vec<ChangeLogKey>,
     durable_seq: watch::Sender<u64>,
+    board: Arc<Board>,
 }
 
 impl Drainer {
     /// Creates the drainer. `pending_keys` are the rows of the last journaled batch, from
-    /// journal recovery; `durable_seq` receives the last durable sequence number.
+    /// journal recovery; `durable_seq` receives the last durable sequence number; `board`
+    /// receives the connection state and the counts for `/status` and `/metrics`.
     pub fn new(
         pg_url: Secret,
         settings: DrainSettings,
         writer: JournalWriter,
         pending_keys: Vec<ChangeLogKey>,
         durable_seq: watch::Sender<u64>,
+        board: Arc<Board>,
     ) -> Self {
         Drainer {
             pg_url,
@@ -144,6 +150,7 @@ impl Drainer {
             writer: Some(writer),
             pending_keys,
             durable_seq,
+            board,
         }
     }
 
@@ -157,9 +164,13 @@ impl Drainer {
                 Err(error) if error.is_transient() => error,
                 Err(error) => {
                     error!(error = %ErrorChain(&error), "capture stopped");
+                    self.board
+                        .capture_state(false, Some(error.to_string()));
                     return Err(error);
                 }
             };
+            self.board
+                .capture_state(false, Some(error.to_string()));
             let delay = backoff.next_delay();
             warn!(
                 error = %ErrorChain(&error),
@@ -200,6 +211,7 @@ impl Drainer {
             return Err(CaptureError::AlreadyDraining);
         }
         info!("capture connected to PostgreSQL");
+        self.board.capture_state(true, None);
         self.delete_pending(&mut client).await?;
 
         loop {
@@ -291,10 +303,27 @@ impl Drainer {
         }
 
         let count = changes.len();
+        let mut counts: HashMap<(String, &'static str), u64> = HashMap::new();
+        for change in &changes {
+            *counts
+                .entry((change.table.clone(), change.op.name()))
+                .or_default() += 1;
+        }
         let appended = self.append(changes).await?;
         self.pending_keys = keys;
         // The records are durable from here on, whether or not the delete below commits.
         self.durable_seq.send_replace(appended.last_seq);
+        self.board.batch_journaled(appended.last_seq);
+        for ((table, operation), count) in counts {
+            self.board
+                .metrics
+                .captured
+                .get_or_create(&ChangeLabels {
+                    table,
+                    operation: operation.to_string(),
+                })
+                .inc_by(count);
+        }
         debug!(
             rows = count,
             batch = appended.batch,

@@ -901,5 +901,31 @@ pub fn release_segments(dir: &Path, applied_seq: u64) -> Result<usize, JournalEr
     Ok(deleted)
 }
 
+/// Disk use of the journal's segments.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SegmentUsage {
+    /// Total bytes of all segments.
+    pub bytes: u64,
+    /// Last modification of the oldest segment.
+    pub oldest_modified: Option<std::time::SystemTime>,
+}
+
+/// Measures the journal's segments. Files that vanish meanwhile, deleted after an apply, are
+/// skipped.
+pub fn segment_usage(dir: &Path) -> Result<SegmentUsage, JournalError> {
+    let mut usage = SegmentUsage::default();
+    for (index, (_, path)) in list_segments(dir)?.iter().enumerate() {
+        let Ok(metadata) = fs::metadata(path) else {
+            continue;
+        };
+        usage.bytes += metadata.len();
+        if index == 0 {
+            usage.oldest_modified = metadata.modified().ok();
+        }
+    }
+
+    Ok(usage)
+}
+
 #[cfg(test)]
 mod tests;
