@@ -44,10 +44,47 @@ pub enum PgType {
     Uuid,
     /// `bytea`.
     Bytea,
+    /// `money`, captured as `numeric` so that the value does not depend on `lc_monetary`.
+    Money,
+    /// `citext` from the extension of that name, synced as its text.
+    Citext,
+    /// An enum type, synced as its label.
+    Enum,
+    /// `time without time zone`.
+    Time,
+    /// `time with time zone`.
+    Timetz,
+    /// `interval`, captured in ISO 8601 form (`P1Y2M3DT4H5M6.5S`).
+    Interval,
+    /// `bit(n)`.
+    Bit,
+    /// `bit varying(n)`.
+    Varbit,
+    /// `inet`.
+    Inet,
+    /// `cidr`.
+    Cidr,
+    /// `macaddr`.
+    Macaddr,
+    /// `macaddr8`.
+    Macaddr8,
+    /// `xml`.
+    Xml,
+    /// `tsvector`.
+    Tsvector,
+    /// `hstore` from the extension of that name, synced as a JSON object.
+    Hstore,
+    /// An array of a type that [`PgType::classify`] accepts as an element, synced as a JSON
+    /// array. The element type is checked at setup and shapes only the JSON that `to_json`
+    /// writes, so the apply side needs no more than this.
+    Array,
+    /// A composite type whose fields [`PgType::classify`] accepts, synced as a JSON object.
+    Composite,
 }
 
 impl PgType {
-    /// Maps a catalog type name (`pg_type.typname`) to a supported type.
+    /// Maps the name of a built-in type in `pg_catalog` (`pg_type.typname`) to a supported
+    /// scalar type.
     pub fn from_type_name(name: &str) -> Option<PgType> {
         Some(match name {
             "int2" => PgType::Int2,
@@ -67,14 +104,207 @@ impl PgType {
             "jsonb" => PgType::Jsonb,
             "uuid" => PgType::Uuid,
             "bytea" => PgType::Bytea,
+            "money" => PgType::Money,
+            "time" => PgType::Time,
+            "timetz" => PgType::Timetz,
+            "interval" => PgType::Interval,
+            "bit" => PgType::Bit,
+            "varbit" => PgType::Varbit,
+            "inet" => PgType::Inet,
+            "cidr" => PgType::Cidr,
+            "macaddr" => PgType::Macaddr,
+            "macaddr8" => PgType::Macaddr8,
+            "xml" => PgType::Xml,
+            "tsvector" => PgType::Tsvector,
             _ => return None,
         })
+    }
+
+    /// Maps a type that an extension owns, by extension and type name.
+    fn from_extension_type(extension: &str, name: &str) -> Option<PgType> {
+        match (extension, name) {
+            ("citext", "citext") => Some(PgType::Citext),
+            ("hstore", "hstore") => Some(PgType::Hstore),
+            _ => None,
+        }
+    }
+
+    /// Decides how a type is synced, following domains to their base type and checking the
+    /// elements of arrays and the fields of composite types. `place` is where the type
+    /// occurs. It matters because arrays and composites are synced as JSON through `to_json`,
+    /// which is exact for fewer types than the top level.
+    async fn classify(
+        client: &tokio_postgres::Client,
+        oid: u32,
+        place: TypePlace,
+    ) -> Result<Result<PgType, TypeRejection>, tokio_postgres::Error> {
+        let mut oid = oid;
+        // Domains can be based on domains. A chain this long only comes from a damaged catalog.
+        for _ in 0..MAX_TYPE_DEPTH {
+            let row = client.query_one(TYPE_QUERY, &[&oid]).await?;
+            let name: String = row.get(0);
+            let kind: String = row.get(1);
+            let namespace: String = row.get(2);
+            let base: u32 = row.get(3);
+            let relation: u32 = row.get(4);
+            let element: Option<u32> = row.get(5);
+            let extension: Option<String> = row.get(6);
+            let display: String = row.get(7);
+            if kind == "d" {
+                oid = base;
+                continue;
+            }
+            let pg_type = if let Some(element) = element {
+                if place != TypePlace::Column {
+                    return Ok(Err(TypeRejection::NestedArray { display }));
+                }
+                match Box::pin(PgType::classify(client, element, TypePlace::ArrayElement)).await? {
+                    Ok(_) => PgType::Array,
+                    Err(rejection) => return Ok(Err(rejection)),
+                }
+            } else if kind == "e" {
+                PgType::Enum
+            } else if kind == "c" {
+                for field in client.query(FIELDS_QUERY, &[&relation]).await? {
+                    let field_type: u32 = field.get(0);
+                    let classified = Box::pin(PgType::classify(
+                        client,
+                        field_type,
+                        TypePlace::CompositeField,
+                    ))
+                    .await?;
+                    if let Err(rejection) = classified {
+                        return Ok(Err(rejection));
+                    }
+                }
+                PgType::Composite
+            } else if let Some(pg_type) = extension
+                .as_deref()
+                .and_then(|extension| PgType::from_extension_type(extension, &name))
+            {
+                pg_type
+            } else if let Some(pg_type) = Some(namespace.as_str())
+                .filter(|&namespace| namespace == "pg_catalog")
+                .and_then(|_| PgType::from_type_name(&name))
+            {
+                pg_type
+            } else {
+                return Ok(Err(TypeRejection::Unknown { display, place }));
+            };
+            if place != TypePlace::Column
+                && matches!(pg_type, PgType::Money | PgType::Json | PgType::Jsonb)
+            {
+                return Ok(Err(TypeRejection::NotInJson { display, place }));
+            }
+
+            return Ok(Ok(pg_type));
+        }
+
+        Ok(Err(TypeRejection::Unknown {
+            display: format!("type {oid}"),
+            place,
+        }))
+    }
+
+    /// Tells whether the row image carries this column as `to_json` writes it. Columns where
+    /// it does not get another form from the capture triggers (see the install module).
+    pub fn is_exact_in_to_json(self) -> bool {
+        !matches!(
+            self,
+            PgType::Json | PgType::Jsonb | PgType::Money | PgType::Array
+        )
+    }
+}
+
+/// Maximum length of a chain of domains over domains that [`PgType::classify`] follows.
+const MAX_TYPE_DEPTH: usize = 32;
+
+/// Position of a type in a column: the column type itself, an array element or a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypePlace {
+    /// The column's own type.
+    Column,
+    /// The element type of an array column.
+    ArrayElement,
+    /// A field of a composite type, at any depth.
+    CompositeField,
+}
+
+/// Reason a column type cannot be synced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeRejection {
+    /// The type, or a type inside it, is not supported at all.
+    Unknown {
+        /// The unsupported type as PostgreSQL prints it.
+        display: String,
+        /// Its position in the column.
+        place: TypePlace,
+    },
+    /// `money`, `json` or `jsonb` inside an array or a composite type, where `to_json` is not
+    /// exact: it writes money in the format of `lc_monetary`, and a JSON `null` document the
+    /// same way as an SQL NULL.
+    NotInJson {
+        /// The type as PostgreSQL prints it.
+        display: String,
+        /// Its position in the column.
+        place: TypePlace,
+    },
+    /// An array inside a composite type. Its lower bounds cannot be checked inside the JSON
+    /// object, and a JSON array drops them.
+    NestedArray {
+        /// The array type as PostgreSQL prints it.
+        display: String,
+    },
+}
+
+impl fmt::Display for TypeRejection {
+    /// Writes the clause that follows "column c of table t has type T, ".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let place_text = |place: &TypePlace| match place {
+            TypePlace::Column => "",
+            TypePlace::ArrayElement => " as the array element type",
+            TypePlace::CompositeField => " as a field of a composite type",
+        };
+        match self {
+            TypeRejection::Unknown {
+                place: TypePlace::Column,
+                ..
+            } => write!(
+                f,
+                "which this version cannot sync; supported types are {SUPPORTED_TYPES}. Change \
+                 the column type or remove the table from SYNC_TABLES"
+            ),
+            TypeRejection::Unknown { display, place } => write!(
+                f,
+                "which contains {display}{}, a type this version cannot sync; supported types \
+                 are {SUPPORTED_TYPES}. Change the column type or remove the table from \
+                 SYNC_TABLES",
+                place_text(place)
+            ),
+            TypeRejection::NotInJson { display, place } => write!(
+                f,
+                "which contains {display}{}; arrays and composite types are synced as JSON, \
+                 where to_json writes money in the format of lc_monetary and a JSON null the \
+                 same way as an SQL NULL. Use numeric in place of money, or one jsonb column in \
+                 place of an array or composite type of json values",
+                place_text(place)
+            ),
+            TypeRejection::NestedArray { display } => write!(
+                f,
+                "which contains the array type {display} as a field of a composite type; a JSON \
+                 array loses non-default lower bounds, and they cannot be checked inside a \
+                 composite value. Make the field a jsonb document, or the array a column of its \
+                 own"
+            ),
+        }
     }
 }
 
 /// The supported types, as listed in error messages.
 pub const SUPPORTED_TYPES: &str = "smallint, integer, bigint, numeric, real, double precision, \
-     boolean, text, varchar, char, date, timestamp, timestamptz, json, jsonb, uuid, bytea";
+     boolean, text, varchar, char, date, timestamp, timestamptz, json, jsonb, uuid, bytea, \
+     money, citext, enums, time, timetz, interval, bit, varbit, inet, cidr, macaddr, macaddr8, \
+     xml, tsvector, hstore, arrays and composite types of these, and domains over all of them";
 
 /// One column of a synced table.
 #[derive(Debug, Clone)]
@@ -129,14 +359,16 @@ pub enum SchemaProblem {
         /// Why, and what to do.
         reason: &'static str,
     },
-    /// A column's type is not supported.
+    /// A column's type, or a type inside it, is not supported.
     UnsupportedType {
         /// The table.
         table: TableName,
         /// The column.
         column: String,
-        /// The type as PostgreSQL prints it.
+        /// The column type as PostgreSQL prints it.
         type_display: String,
+        /// The reason, with the remedy.
+        rejection: TypeRejection,
     },
 }
 
@@ -178,11 +410,10 @@ impl fmt::Display for SchemaProblem {
                 table,
                 column,
                 type_display,
+                rejection,
             } => write!(
                 f,
-                "column {column} of table {table} has type {type_display}, which this version \
-                 cannot sync; supported types are {SUPPORTED_TYPES}. Change the column type or \
-                 remove the table from SYNC_TABLES"
+                "column {column} of table {table} has type {type_display}, {rejection}"
             ),
         }
     }
@@ -218,10 +449,27 @@ const RELATION_QUERY: &str = "SELECT c.oid, c.relkind::text, \
      WHERE n.nspname = $1 AND c.relname = $2";
 
 const COLUMNS_QUERY: &str = "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), \
-     CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END::text \
+     a.atttypid \
      FROM pg_catalog.pg_attribute a \
-     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-     LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype \
+     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+
+/// One type: name, kind (`typtype`), schema, base type of a domain, relation of a composite
+/// type, element type of an array, owning extension, and the name as PostgreSQL prints it.
+const TYPE_QUERY: &str = "SELECT t.typname::text, t.typtype::text, n.nspname::text, \
+     t.typbasetype, t.typrelid, \
+     (SELECT e.oid FROM pg_catalog.pg_type e WHERE e.typarray = t.oid), \
+     (SELECT x.extname::text FROM pg_catalog.pg_depend d \
+         JOIN pg_catalog.pg_extension x ON x.oid = d.refobjid \
+         WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = t.oid \
+         AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass \
+         AND d.deptype = 'e' LIMIT 1), \
+     pg_catalog.format_type(t.oid, NULL) \
+     FROM pg_catalog.pg_type t \
+     JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace \
+     WHERE t.oid = $1";
+
+/// The field types of a composite type, by its relation.
+const FIELDS_QUERY: &str = "SELECT a.atttypid FROM pg_catalog.pg_attribute a \
      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
 
 const KEY_QUERY: &str = "SELECT a.attname::text, coalesce(co.collisdeterministic, true) \
@@ -276,17 +524,21 @@ pub async fn load_table_schemas(
         {
             let name: String = row.get(0);
             let type_display: String = row.get(1);
-            let type_name: String = row.get(2);
-            match PgType::from_type_name(&type_name) {
-                Some(pg_type) => columns.push(Column {
+            let type_oid: u32 = row.get(2);
+            match PgType::classify(client, type_oid, TypePlace::Column)
+                .await
+                .map_err(query_error)?
+            {
+                Ok(pg_type) => columns.push(Column {
                     name,
                     pg_type,
                     type_display,
                 }),
-                None => problems.push(SchemaProblem::UnsupportedType {
+                Err(rejection) => problems.push(SchemaProblem::UnsupportedType {
                     table: table.clone(),
                     column: name,
                     type_display,
+                    rejection,
                 }),
             }
         }
@@ -303,15 +555,15 @@ pub async fn load_table_schemas(
         for row in &key_rows {
             let name: String = row.get(0);
             let deterministic: bool = row.get(1);
-            let is_float = columns
+            let type_reason = columns
                 .iter()
-                .any(|c| c.name == name && matches!(c.pg_type, PgType::Float4 | PgType::Float8));
+                .find(|c| c.name == name)
+                .and_then(|c| key_type_problem(c.pg_type));
             let reason = if !deterministic {
                 "has a nondeterministic collation, so keys that PostgreSQL treats as equal differ \
                  in MySQL; use a deterministic collation"
-            } else if is_float {
-                "is a floating-point number, which MySQL cannot match exactly in a WHERE clause; \
-                 use numeric or an integer key"
+            } else if let Some(reason) = type_reason {
+                reason
             } else {
                 continue;
             };
@@ -338,4 +590,32 @@ pub async fn load_table_schemas(
     }
 
     Ok(schemas)
+}
+
+/// Explains why a primary-key column of this type cannot identify rows in MySQL.
+///
+/// A key must compare in MySQL as it does in PostgreSQL. Otherwise an UPDATE that changes a
+/// key to a value PostgreSQL finds equal (the trigger then records no delete of the old key)
+/// writes a second row in MySQL.
+fn key_type_problem(pg_type: PgType) -> Option<&'static str> {
+    match pg_type {
+        PgType::Float4 | PgType::Float8 => Some(
+            "is a floating-point number, which MySQL cannot match exactly in a WHERE clause; \
+             use numeric or an integer key",
+        ),
+        PgType::Interval => Some(
+            "is an interval; PostgreSQL treats intervals such as 1 day and 24 hours as equal, \
+             but their text in MySQL differs. Use another key",
+        ),
+        PgType::Citext => Some(
+            "is citext, which PostgreSQL compares ignoring case, but the MySQL key column \
+             should compare exactly; use a text key, with a unique index on lower() for \
+             case-insensitive uniqueness",
+        ),
+        PgType::Array | PgType::Composite | PgType::Hstore => Some(
+            "is synced as a JSON document, whose text can differ for values PostgreSQL treats \
+             as equal (such as 1.0 and 1.00), and which MySQL cannot index; use a scalar key",
+        ),
+        _ => None,
+    }
 }

@@ -6,3 +6,4 @@ mod cli;
 mod durability;
 mod service;
 mod sync;
+mod types;

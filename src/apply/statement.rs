@@ -96,7 +96,7 @@ pub struct TablePlan {
     /// `DELETE FROM `t` WHERE ` prefix, with `key IN (` for a single-column key.
     delete_prefix: String,
     /// Per column, the digits after the decimal point that the MySQL column keeps, for
-    /// `numeric` columns whose target is a DECIMAL or integer type.
+    /// `numeric` and `money` columns whose target is a DECIMAL or integer type.
     target_scales: Vec<Option<u32>>,
 }
 
@@ -135,15 +135,19 @@ impl TablePlan {
         }
     }
 
-    /// Records the scale of the MySQL column for a `numeric` column.
+    /// Records the scale of the MySQL column for a `numeric` or `money` column.
     pub fn set_target_scale(&mut self, column: &str, scale: u32) {
         let position = self
             .schema
             .columns
             .iter()
             .position(|c| c.name.eq_ignore_ascii_case(column));
-        if let Some(index) = position.filter(|&i| self.schema.columns[i].pg_type == PgType::Numeric)
-        {
+        if let Some(index) = position.filter(|&i| {
+            matches!(
+                self.schema.columns[i].pg_type,
+                PgType::Numeric | PgType::Money
+            )
+        }) {
             self.target_scales[index] = Some(scale);
         }
     }

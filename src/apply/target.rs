@@ -6,6 +6,7 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 use super::statement::{TablePlan, quote_mysql_ident};
 use super::value::write_string;
 use crate::config::Secret;
+use crate::schema::PgType;
 
 /// Table in the target database that records, per journal, the last applied sequence number.
 pub const CHECKPOINT_TABLE: &str = "pg_to_mysql_sync_checkpoint";
@@ -146,8 +147,8 @@ pub(super) async fn max_allowed_packet(conn: &mut Conn) -> Result<usize, mysql_a
     Ok(value.unwrap_or(4 * 1024 * 1024) as usize)
 }
 
-/// Checks that every target table exists, is transactional and has every synced column.
-/// Returns one message per problem.
+/// Checks that every target table exists, is transactional and has every synced column, and
+/// that no bit string goes to a BIT column. Returns one message per problem.
 pub async fn check_target_tables<'a>(
     conn: &mut Conn,
     plans: impl Iterator<Item = &'a TablePlan>,
@@ -179,18 +180,29 @@ pub async fn check_target_tables<'a>(
             ));
         }
 
-        let mut sql = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+        let mut sql = "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS \
                        WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = "
             .to_string();
         write_string(&mut sql, table);
-        let target_columns: Vec<String> = conn.query(sql).await?;
+        let target_columns: Vec<(String, String)> = conn.query(sql).await?;
         for column in &plan.schema.columns {
-            if !target_columns
+            let target_type = target_columns
                 .iter()
-                .any(|c| c.eq_ignore_ascii_case(&column.name))
-            {
+                .find(|(name, _)| name.eq_ignore_ascii_case(&column.name))
+                .map(|(_, data_type)| data_type.to_ascii_lowercase());
+            let Some(target_type) = target_type else {
                 problems.push(format!(
                     "the MySQL table `{table}` has no column `{}` (type {} in PostgreSQL); add it",
+                    column.name, column.type_display
+                ));
+                continue;
+            };
+            // Bit strings are written as text such as '0101', which a BIT column would take
+            // as the bytes of the characters '0' and '1', or reject as too long.
+            if matches!(column.pg_type, PgType::Bit | PgType::Varbit) && target_type == "bit" {
+                problems.push(format!(
+                    "the MySQL column `{}` of table `{table}` is BIT, but {} values are synced as \
+                     text of 0 and 1; make it VARCHAR with room for every bit",
                     column.name, column.type_display
                 ));
             }

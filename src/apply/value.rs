@@ -54,6 +54,25 @@ pub fn write_literal(out: &mut String, pg_type: PgType, raw: &RawValue) -> Resul
         PgType::Date => write_date(out, &json_string(text)?),
         PgType::Timestamp => write_timestamp(out, &json_string(text)?),
         PgType::Timestamptz => write_timestamptz(out, &json_string(text)?),
+        // Capture sends money as `numeric`, never in the format of `lc_monetary`.
+        PgType::Money => write_number(out, text, false),
+        PgType::Citext
+        | PgType::Enum
+        | PgType::Inet
+        | PgType::Cidr
+        | PgType::Macaddr
+        | PgType::Macaddr8
+        | PgType::Xml
+        | PgType::Tsvector => {
+            write_string(out, &json_string(text)?);
+            Ok(())
+        }
+        PgType::Bit | PgType::Varbit => write_bits(out, &json_string(text)?),
+        PgType::Interval => write_interval(out, &json_string(text)?),
+        PgType::Time => write_time(out, &json_string(text)?),
+        PgType::Timetz => write_timetz(out, &json_string(text)?),
+        PgType::Array => write_array(out, text),
+        PgType::Composite | PgType::Hstore => write_object(out, text),
     }
 }
 
@@ -305,6 +324,141 @@ fn parse_offset(text: &str) -> Option<i64> {
     Some(sign * seconds)
 }
 
+/// Writes a bit string (`0101`) as text. A MySQL BIT column would read the quoted string as
+/// bytes, so the target must be a character column.
+fn write_bits(out: &mut String, text: &str) -> Result<(), String> {
+    if !text.bytes().all(|b| b == b'0' || b == b'1') {
+        return Err("a bit string holds characters other than 0 and 1".to_string());
+    }
+    write_string(out, text);
+
+    Ok(())
+}
+
+/// Writes an interval in the ISO 8601 form that the capture functions pin with
+/// `intervalstyle = 'iso_8601'`, such as `P1Y2M3DT4H5M6.5S` or `PT0S`. It keeps PostgreSQL's
+/// three parts (months, days and microseconds) apart, so `P1M` and `P30D` stay distinct.
+fn write_interval(out: &mut String, text: &str) -> Result<(), String> {
+    let is_iso = text.len() > 1
+        && text.starts_with('P')
+        && text[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"YMWDTHS.-".contains(&b));
+    if !is_iso {
+        return Err(
+            "an interval value is not in ISO 8601 form; run `pg-to-mysql-sync setup` again so \
+             that the capture triggers pin intervalstyle"
+                .to_string(),
+        );
+    }
+    write_string(out, text);
+
+    Ok(())
+}
+
+/// Parses `HH:MM:SS[.f…]` as PostgreSQL writes a `time`, from 00:00:00 to 24:00:00. Returns
+/// the hours, minutes, seconds and microseconds.
+fn parse_clock(text: &str) -> Option<(u32, u32, u32, u32)> {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) => (whole, fraction),
+        None => (text, ""),
+    };
+    let bytes = whole.as_bytes();
+    if bytes.len() != 8 || bytes[2] != b':' || bytes[5] != b':' {
+        return None;
+    }
+    let field = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = &whole[range];
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let (hours, minutes, seconds) = (field(0..2)?, field(3..5)?, field(6..8)?);
+    if text.contains('.') && (fraction.is_empty() || fraction.len() > 6) {
+        return None;
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<6}").parse().ok()?
+    };
+    let in_range = minutes < 60
+        && seconds < 60
+        && (hours < 24 || (hours == 24 && minutes == 0 && seconds == 0 && micros == 0));
+
+    in_range.then_some((hours, minutes, seconds, micros))
+}
+
+fn write_clock(out: &mut String, (hours, minutes, seconds, micros): (u32, u32, u32, u32)) {
+    let _ = write!(out, "{hours:02}:{minutes:02}:{seconds:02}.{micros:06}");
+}
+
+/// Writes a `time` for a MySQL TIME(6) column, which also accepts PostgreSQL's 24:00:00.
+fn write_time(out: &mut String, text: &str) -> Result<(), String> {
+    let clock =
+        parse_clock(text).ok_or_else(|| "a time value is not a valid time of day".to_string())?;
+    out.push('\'');
+    write_clock(out, clock);
+    out.push('\'');
+
+    Ok(())
+}
+
+/// Writes a `time with time zone` as text in one fixed form, `HH:MM:SS.ffffff+HH:MM`, with
+/// `:SS` added to the offset when it has seconds. The offset is kept as written, not
+/// converted to UTC, because a time of day has no date to convert with.
+fn write_timetz(out: &mut String, text: &str) -> Result<(), String> {
+    let invalid = || "a timetz value is not a valid time of day with an offset".to_string();
+    let offset_start = text.rfind(['+', '-']).ok_or_else(invalid)?;
+    let clock = parse_clock(&text[..offset_start]).ok_or_else(invalid)?;
+    let offset = parse_offset(&text[offset_start..]).ok_or_else(invalid)?;
+    let sign = if offset < 0 { '-' } else { '+' };
+    let offset = offset.abs();
+    out.push('\'');
+    write_clock(out, clock);
+    let _ = write!(out, "{sign}{:02}:{:02}", offset / 3600, offset / 60 % 60);
+    if offset % 60 != 0 {
+        let _ = write!(out, ":{:02}", offset % 60);
+    }
+    out.push('\'');
+
+    Ok(())
+}
+
+/// Writes an array, which `to_json` turned into a JSON array, as the document's text. The
+/// capture functions send the array's dimensions as a JSON string in its place when a lower
+/// bound is not 1, because a JSON array would drop the bounds.
+fn write_array(out: &mut String, text: &str) -> Result<(), String> {
+    match text.as_bytes().first() {
+        Some(b'[') => {
+            write_string(out, text);
+            Ok(())
+        }
+        Some(b'"') => Err(
+            "an array has a lower bound other than 1, which a JSON array cannot keep; make \
+             the array start at 1 in PostgreSQL, for example with value[:] (one [:] per \
+             dimension)"
+                .to_string(),
+        ),
+        _ => Err("an array column holds a value that is not a JSON array".to_string()),
+    }
+}
+
+/// Writes a composite or `hstore` value, which `to_json` turned into a JSON object, as the
+/// document's text.
+fn write_object(out: &mut String, text: &str) -> Result<(), String> {
+    if !text.starts_with('{') {
+        return Err("a composite or hstore column holds a value that is not a JSON object".into());
+    }
+    write_string(out, text);
+
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,5 +613,80 @@ mod tests {
         assert!(literal(PgType::Timestamptz, r#""infinity""#).is_err());
         assert!(literal(PgType::Timestamp, r#""10000-01-01T00:00:00""#).is_err());
         assert!(literal(PgType::Timestamptz, r#""0001-01-01T00:30:00+01:00""#).is_err());
+    }
+
+    #[test]
+    fn money_is_written_as_a_decimal() {
+        assert_eq!(
+            literal(PgType::Money, "-92233720368547758.08").unwrap(),
+            "-92233720368547758.08"
+        );
+        assert!(literal(PgType::Money, r#""$1.00""#).is_err());
+    }
+
+    #[test]
+    fn times_are_written_with_six_fraction_digits() {
+        assert_eq!(
+            literal(PgType::Time, r#""24:00:00""#).unwrap(),
+            "'24:00:00.000000'"
+        );
+        assert_eq!(
+            literal(PgType::Time, r#""00:00:00.5""#).unwrap(),
+            "'00:00:00.500000'"
+        );
+        for json in [
+            r#""24:00:00.1""#,
+            r#""12:60:00""#,
+            r#""1:00:00""#,
+            r#""12:00:00.""#,
+            r#""12:00:00.1234567""#,
+        ] {
+            assert!(literal(PgType::Time, json).is_err(), "{json}");
+        }
+    }
+
+    #[test]
+    fn timetz_keeps_its_offset_in_one_form() {
+        assert_eq!(
+            literal(PgType::Timetz, r#""12:34:56.5+05:30""#).unwrap(),
+            "'12:34:56.500000+05:30'"
+        );
+        assert_eq!(
+            literal(PgType::Timetz, r#""00:00:00-00:19:32""#).unwrap(),
+            "'00:00:00.000000-00:19:32'"
+        );
+        assert_eq!(
+            literal(PgType::Timetz, r#""23:59:59.999999+00""#).unwrap(),
+            "'23:59:59.999999+00:00'"
+        );
+        assert!(literal(PgType::Timetz, r#""12:00:00""#).is_err());
+    }
+
+    #[test]
+    fn intervals_and_bits_are_checked_text() {
+        assert_eq!(
+            literal(PgType::Interval, r#""P-1M1DT-1S""#).unwrap(),
+            "'P-1M1DT-1S'"
+        );
+        assert!(literal(PgType::Interval, r#""1 day""#).is_err());
+        assert_eq!(literal(PgType::Varbit, r#""""#).unwrap(), "''");
+        assert_eq!(literal(PgType::Bit, r#""0101""#).unwrap(), "'0101'");
+        assert!(literal(PgType::Bit, r#""012""#).is_err());
+    }
+
+    #[test]
+    fn documents_need_their_json_shape() {
+        assert_eq!(
+            literal(PgType::Array, r#"[1.10,null,"it's"]"#).unwrap(),
+            r#"'[1.10,null,"it''s"]'"#
+        );
+        let error = literal(PgType::Array, r#""[0:1]""#).unwrap_err();
+        assert!(error.contains("lower bound other than 1"), "{error}");
+        assert!(literal(PgType::Array, "{}").is_err());
+        assert_eq!(
+            literal(PgType::Hstore, r#"{"a": "1", "b": null}"#).unwrap(),
+            r#"'{"a": "1", "b": null}'"#
+        );
+        assert!(literal(PgType::Composite, "[1]").is_err());
     }
 }

@@ -12,7 +12,8 @@
 //!
 //! The functions run as their owner (`SECURITY DEFINER`, with a fixed `search_path`), so roles
 //! that write to synced tables need no rights on the change log, and they pin the settings that
-//! shape `to_json` output: hex `bytea`, shortest exact floats and UTC time stamps.
+//! shape `to_json` output: hex `bytea`, shortest exact floats, UTC time stamps and ISO 8601
+//! intervals.
 
 use tokio_postgres::Client;
 
@@ -100,15 +101,16 @@ pub async fn install(
 
     let mut report = InstallReport::default();
     for table in tables {
-        let json_count = table
+        let substituted_count = table
             .columns
             .iter()
-            .filter(|c| matches!(c.pg_type, PgType::Json | PgType::Jsonb))
+            .filter(|c| !c.pg_type.is_exact_in_to_json())
             .count();
-        if json_count > MAX_JSON_COLUMNS {
+        if substituted_count > MAX_SUBSTITUTED_COLUMNS {
             return Err(InstallError::Unsupported(format!(
-                "table {} has {json_count} json and jsonb columns; at most {MAX_JSON_COLUMNS} \
-                 are supported, so remove the table from SYNC_TABLES or split it",
+                "table {} has {substituted_count} columns of types json, jsonb, money or arrays; \
+                 at most {MAX_SUBSTITUTED_COLUMNS} are supported, so remove the table from \
+                 SYNC_TABLES or split it",
                 table.name
             )));
         }
@@ -302,26 +304,43 @@ fn change_log_ddl() -> String {
     )
 }
 
-/// Most `json` and `jsonb` columns one table may have: `json_build_object` takes at most 100
-/// arguments, a name and a value per column.
-const MAX_JSON_COLUMNS: usize = 50;
+/// Maximum number of columns of one table whose value the trigger sends in `json_text` (see
+/// [`captured_value_expression`]): `json_build_object` takes at most 100 arguments, a name and
+/// a value per column.
+const MAX_SUBSTITUTED_COLUMNS: usize = 50;
 
-/// A column value for a JSON object built in SQL. `json` and `jsonb` values are sent as their
-/// text, so that a JSON `null` document stays distinct from SQL NULL, which `to_json` of a row
-/// would write the same way.
-fn json_value_expression(column: &Column, alias: &str) -> String {
+/// Builds the SQL expression of a column value for a JSON object, in the form the apply side
+/// expects where `to_json` of the row is not exact:
+/// - `json` and `jsonb` values are sent as their text, so that a JSON `null` document stays
+///   distinct from SQL NULL, which `to_json` of a row would write the same way;
+/// - `money` is sent as `numeric`, because `to_json` writes it in the format of
+///   `lc_monetary`, currency symbol and group separators included;
+/// - an array whose lower bounds are all 1 is sent as `to_json` writes it. Any other array
+///   is sent as its dimensions (`[0:2]`), a JSON string that apply rejects, because a JSON
+///   array would silently drop the bounds.
+fn captured_value_expression(column: &Column, alias: &str) -> String {
     let value = format!("{alias}.{}", quote_pg_ident(&column.name));
     match column.pg_type {
         PgType::Json | PgType::Jsonb => format!("{value}::text"),
+        PgType::Money => format!("{value}::numeric"),
+        // array_dims is NULL for an empty array, whose bounds need no check. The pattern
+        // matches `[1:n]` per dimension. `[[]` and `[]]` avoid backslashes, whose meaning in a
+        // literal depends on standard_conforming_strings.
+        PgType::Array => format!(
+            "CASE WHEN coalesce(array_dims({value}), '') ~ '^([[]1:[0-9]+[]])*$' \
+             THEN to_json({value}) ELSE to_json(array_dims({value})) END"
+        ),
         _ => value,
     }
 }
 
 /// Builds the trigger functions and triggers of one table.
 ///
-/// Row images come from `to_json` of the transition-table row. For tables with `json` or
-/// `jsonb` columns, the trigger also writes `json_text`, those columns' text by name; capture
-/// puts it in place of the documents before journaling (see the drain module).
+/// Row images come from `to_json` of the transition-table row. For tables with columns where
+/// `to_json` is not exact (json, jsonb, money and arrays), the trigger also writes `json_text`,
+/// an object of those columns' values in the form [`captured_value_expression`] gives. Capture
+/// puts each in place of the column's value in the row image before journaling (see the drain
+/// module). Old keys are built from the same expressions, so a key compares equal in both.
 fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
     let relation = table.name.quoted();
     let table_literal = quote_literal(&table.name.qualified());
@@ -332,30 +351,30 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
                 format!(
                     "{}, {}",
                     quote_literal(&c.name),
-                    json_value_expression(c, alias)
+                    captured_value_expression(c, alias)
                 )
             })
             .collect();
         format!("json_build_object({})", pairs.join(", "))
     };
-    let json_columns: Vec<String> = table
+    let substituted_columns: Vec<String> = table
         .columns
         .iter()
-        .filter(|c| matches!(c.pg_type, PgType::Json | PgType::Jsonb))
+        .filter(|c| !c.pg_type.is_exact_in_to_json())
         .map(|c| {
             format!(
                 "{}, {}",
                 quote_literal(&c.name),
-                json_value_expression(c, "n")
+                captured_value_expression(c, "n")
             )
         })
         .collect();
-    let (json_text_column, json_text_value) = if json_columns.is_empty() {
+    let (json_text_column, json_text_value) = if substituted_columns.is_empty() {
         ("", String::new())
     } else {
         (
             ", json_text",
-            format!(", json_build_object({})", json_columns.join(", ")),
+            format!(", json_build_object({})", substituted_columns.join(", ")),
         )
     };
     let key_match: Vec<String> = table
@@ -409,6 +428,7 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
              SET bytea_output = 'hex'
              SET extra_float_digits = 1
              SET \"TimeZone\" = 'UTC'
+             SET intervalstyle = 'iso_8601'
              AS {tag}
              #variable_conflict use_variable
              DECLARE
