@@ -1,0 +1,2 @@
+//! Security building blocks of the HTTPS API: API keys, JWTs, the server certificate and HTTP hardening.
+pub mod keys;
