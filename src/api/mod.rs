@@ -1,2 +1,3 @@
 //! Security building blocks of the HTTPS API: API keys, JWTs, the server certificate and HTTP hardening.
 pub mod keys;
+pub mod token;
