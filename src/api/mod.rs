@@ -1,3 +1,4 @@
 //! Security building blocks of the HTTPS API: API keys, JWTs, the server certificate and HTTP hardening.
 pub mod keys;
+pub mod tls;
 pub mod token;
