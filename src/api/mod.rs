@@ -1,4 +1,4 @@
-//! Security building blocks of the HTTPS API: API keys, JWTs, the server certificate and HTTP hardening.
+//! Security building blocks of the HTTPS API: API keys, JWTs, TLS certificate, HTTP hardening.
 pub mod keys;
 pub mod security;
 pub mod tls;
