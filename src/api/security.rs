@@ -522,7 +522,10 @@ mod tests {
         );
         assert_eq!(
             body_json(response).await,
-            serde_json::json!({"error": "unauthorized", "message": "missing or invalid credentials"})
+            serde_json::json!({
+                "error": "unauthorized",
+                "message": "missing or invalid credentials",
+            })
         );
     }
 

@@ -767,8 +767,8 @@ fn build_server_tls(
     })
 }
 
-/// Returns the aws-lc-rs provider, named explicitly so that building a configuration does not depend
-/// on the process-wide default having been installed.
+/// Returns the aws-lc-rs provider, named explicitly so that building a configuration does not
+/// depend on the process-wide default having been installed.
 fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
