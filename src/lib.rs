@@ -19,6 +19,7 @@
 #![deny(clippy::await_holding_lock)]
 #![warn(missing_docs, unreachable_pub, clippy::dbg_macro, clippy::todo)]
 
+pub mod api;
 pub mod apply;
 mod backoff;
 pub mod capture;
