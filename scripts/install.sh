@@ -66,7 +66,13 @@ if [[ -e $root/etc/$service/.env ]]; then
   step "keeping the existing $root/etc/$service/.env"
 else
   step "creating $root/etc/$service/.env from .env.example; edit it before the first start"
-  sed "s|^DATA_DIR=.*|DATA_DIR=/var/lib/$service|" "$repo_root/.env.example" \
+  # A fresh install gets its own random JWT secret. It goes through the environment, not a
+  # command line, so that other users cannot read it in the process list.
+  JWT_SECRET_VALUE=$(head -c 48 /dev/urandom | base64 | tr -d '\n') \
+    DATA_DIR_VALUE=/var/lib/$service \
+    awk '/^DATA_DIR=/ { print "DATA_DIR=" ENVIRON["DATA_DIR_VALUE"]; next }
+         /^JWT_SECRET=/ { print "JWT_SECRET=" ENVIRON["JWT_SECRET_VALUE"]; next }
+         { print }' "$repo_root/.env.example" \
     | install -m 0600 -o "$user" -g "$user" /dev/stdin "$root/etc/$service/.env"
 fi
 

@@ -50,6 +50,207 @@ pub struct SettingsArgs {
     pub data_dir: PathBuf,
 }
 
+/// Flags and environment keys of the HTTPS API, for the daemon and for the commands that call
+/// it.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// How the API is served: `https`, `http` (plain, allowed only on a loopback
+    /// BIND_ADDRESS) or `off`.
+    #[arg(long = "api", env = "API", default_value = "https")]
+    pub api: String,
+
+    /// TCP port of the API.
+    #[arg(long, env = "PORT", default_value = "3000")]
+    pub port: String,
+
+    /// Address the API listens on; 0.0.0.0 listens on every IPv4 interface.
+    #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: String,
+
+    /// An extra API key accepted next to those made with `keys create`, at least 32
+    /// characters. The `status`, `sync`, `failed` and `token` commands also use it as their
+    /// credential.
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Secret that signs the API's JWTs (HS256), at least 32 bytes.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Lifetime of the JWTs that POST /auth/token and the `token` command issue, in seconds.
+    #[arg(long, env = "JWT_TTL", default_value = "900")]
+    pub jwt_ttl: String,
+
+    /// PEM certificate chain of the API. Without it and HTTPS_KEY_PATH, a certificate signed
+    /// by a private CA is generated in DATA_DIR/tls.
+    #[arg(long, env = "HTTPS_CERT_PATH")]
+    pub https_cert_path: Option<PathBuf>,
+
+    /// PEM private key of the API certificate.
+    #[arg(long, env = "HTTPS_KEY_PATH")]
+    pub https_key_path: Option<PathBuf>,
+}
+
+/// How the API is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiProtocol {
+    /// TLS, the default.
+    Https,
+    /// Plain HTTP, only on a loopback address.
+    Http,
+    /// No API.
+    Off,
+}
+
+/// Validated API settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// How the API is served.
+    pub protocol: ApiProtocol,
+    /// Listening address.
+    pub bind: std::net::SocketAddr,
+    /// The key from `API_KEY`.
+    pub api_key: Option<Secret>,
+    /// The JWT signing secret; present unless the API is off.
+    pub jwt_secret: Option<Secret>,
+    /// Lifetime of issued JWTs.
+    pub jwt_ttl: std::time::Duration,
+    /// Operator's certificate chain.
+    pub cert_path: Option<PathBuf>,
+    /// Operator's private key.
+    pub key_path: Option<PathBuf>,
+}
+
+/// Fewest bytes accepted in `JWT_SECRET` and characters in `API_KEY`.
+pub const MIN_SECRET_LEN: usize = 32;
+
+impl ApiConfig {
+    /// Validates the API settings. `JWT_SECRET` is required unless the API is off.
+    pub fn from_args(args: &ApiArgs) -> Result<Self, ConfigError> {
+        let protocol = match args.api.trim() {
+            "https" => ApiProtocol::Https,
+            "http" => ApiProtocol::Http,
+            "off" => ApiProtocol::Off,
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "API",
+                    reason: format!("unknown value `{other}`; use https, http or off"),
+                });
+            }
+        };
+        let port: u16 = args
+            .port
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&port| port > 0)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "PORT",
+                reason: format!("`{}` is not a TCP port from 1 to 65535", args.port.trim()),
+            })?;
+        let address: std::net::IpAddr =
+            args.bind_address
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::Invalid {
+                    key: "BIND_ADDRESS",
+                    reason: format!(
+                        "`{}` is not an IP address; use e.g. 0.0.0.0 for every interface or \
+                         127.0.0.1 for this machine only",
+                        args.bind_address.trim()
+                    ),
+                })?;
+        if protocol == ApiProtocol::Http && !address.is_loopback() {
+            return Err(ConfigError::Invalid {
+                key: "API",
+                reason: format!(
+                    "plain HTTP is allowed only on a loopback address, but BIND_ADDRESS is \
+                     {address}; use API=https, or BIND_ADDRESS=127.0.0.1 behind a local TLS proxy"
+                ),
+            });
+        }
+
+        let api_key = optional_secret(&args.api_key);
+        if let Some(key) = &api_key
+            && key.expose().chars().count() < MIN_SECRET_LEN
+        {
+            return Err(ConfigError::Invalid {
+                key: "API_KEY",
+                reason: format!(
+                    "the key is shorter than {MIN_SECRET_LEN} characters; use a random one, \
+                     e.g. from `openssl rand -base64 32`"
+                ),
+            });
+        }
+        let jwt_secret = optional_secret(&args.jwt_secret);
+        if let Some(secret) = &jwt_secret
+            && secret.expose().len() < MIN_SECRET_LEN
+        {
+            return Err(ConfigError::Invalid {
+                key: "JWT_SECRET",
+                reason: format!(
+                    "the secret is shorter than {MIN_SECRET_LEN} bytes; use a random one, e.g. \
+                     from `openssl rand -base64 48`"
+                ),
+            });
+        }
+        let jwt_ttl = parse_seconds(&args.jwt_ttl, "JWT_TTL", 10..=86_400)?;
+
+        Ok(ApiConfig {
+            protocol,
+            bind: std::net::SocketAddr::new(address, port),
+            api_key,
+            jwt_secret,
+            jwt_ttl,
+            cert_path: non_empty_path(&args.https_cert_path),
+            key_path: non_empty_path(&args.https_key_path),
+        })
+    }
+
+    /// Returns the JWT secret, which the daemon needs unless the API is off, and the `token`
+    /// command always.
+    pub fn require_jwt_secret(&self) -> Result<&Secret, ConfigError> {
+        self.jwt_secret.as_ref().ok_or(ConfigError::Missing {
+            key: "JWT_SECRET",
+            flag: "jwt-secret",
+            example: "a random value of at least 32 bytes, e.g. from `openssl rand -base64 48`; \
+                      or set API=off to run the daemon without the API",
+        })
+    }
+
+    /// Returns the base URL a local client uses to reach the API: the bind address, or the
+    /// loopback address when the API listens on every interface.
+    pub fn local_url(&self) -> String {
+        let ip = match self.bind.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        let scheme = if self.protocol == ApiProtocol::Http {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{ip}:{}", self.bind.port())
+    }
+}
+
+fn optional_secret(value: &Option<String>) -> Option<Secret> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .map(Secret::new)
+}
+
+fn non_empty_path(value: &Option<PathBuf>) -> Option<PathBuf> {
+    value
+        .as_ref()
+        .filter(|path| !path.as_os_str().is_empty())
+        .cloned()
+}
+
 /// A value whose text must never reach logs or terminal output, such as a URL with a password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -105,9 +306,7 @@ impl FromStr for Mode {
             "manual" => Ok(Mode::Manual),
             _ => Err(ConfigError::Invalid {
                 key: "MODE",
-                reason: format!(
-                    "unknown mode `{value}`; use automatic, auto-check or manual"
-                ),
+                reason: format!("unknown mode `{value}`; use automatic, auto-check or manual"),
             }),
         }
     }
@@ -318,11 +517,8 @@ impl Config {
         let tables = parse_table_list(&tables_text)?;
 
         let mode = args.mode.trim().parse()?;
-        let auto_check_interval = parse_seconds(
-            &args.auto_check_interval,
-            "AUTO_CHECK_INTERVAL",
-            1..=86_400,
-        )?;
+        let auto_check_interval =
+            parse_seconds(&args.auto_check_interval, "AUTO_CHECK_INTERVAL", 1..=86_400)?;
         let failed_change_policy = args.failed_change_policy.trim().parse()?;
         if args.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
@@ -577,6 +773,77 @@ mod tests {
             message.starts_with("FAILED_CHANGE_POLICY is invalid"),
             "{message}"
         );
+    }
+
+    fn api_args() -> ApiArgs {
+        ApiArgs {
+            api: "https".into(),
+            port: "3000".into(),
+            bind_address: "0.0.0.0".into(),
+            api_key: None,
+            jwt_secret: Some("0123456789abcdef0123456789abcdef-secret".into()),
+            jwt_ttl: "900".into(),
+            https_cert_path: None,
+            https_key_path: None,
+        }
+    }
+
+    #[test]
+    fn api_settings_parse() {
+        let config = ApiConfig::from_args(&api_args()).unwrap();
+        assert_eq!(config.protocol, ApiProtocol::Https);
+        assert_eq!(config.bind.port(), 3000);
+        assert_eq!(config.local_url(), "https://127.0.0.1:3000");
+        assert!(!format!("{config:?}").contains("abcdef-secret"));
+    }
+
+    #[test]
+    fn plain_http_needs_loopback() {
+        let mut raw = api_args();
+        raw.api = "http".into();
+        let message = ApiConfig::from_args(&raw).unwrap_err().to_string();
+        assert!(message.starts_with("API is invalid"), "{message}");
+        raw.bind_address = "127.0.0.1".into();
+        let config = ApiConfig::from_args(&raw).unwrap();
+        assert_eq!(config.local_url(), "http://127.0.0.1:3000");
+    }
+
+    #[test]
+    fn short_or_missing_secrets_are_rejected() {
+        let mut raw = api_args();
+        raw.jwt_secret = Some("short-secret-value".into());
+        let message = ApiConfig::from_args(&raw).unwrap_err().to_string();
+        assert!(message.starts_with("JWT_SECRET is invalid"), "{message}");
+        assert!(!message.contains("short-secret-value"), "{message}");
+
+        raw.jwt_secret = None;
+        let config = ApiConfig::from_args(&raw).unwrap();
+        let message = config.require_jwt_secret().unwrap_err().to_string();
+        assert!(message.starts_with("JWT_SECRET is missing"), "{message}");
+
+        let mut raw = api_args();
+        raw.api_key = Some("too-short-key".into());
+        let message = ApiConfig::from_args(&raw).unwrap_err().to_string();
+        assert!(message.starts_with("API_KEY is invalid"), "{message}");
+        assert!(!message.contains("too-short-key"), "{message}");
+    }
+
+    #[test]
+    fn bad_port_and_address_are_rejected() {
+        for (port, address, key) in [
+            ("0", "0.0.0.0", "PORT"),
+            ("70000", "0.0.0.0", "PORT"),
+            ("3000", "localhost", "BIND_ADDRESS"),
+        ] {
+            let mut raw = api_args();
+            raw.port = port.into();
+            raw.bind_address = address.into();
+            let message = ApiConfig::from_args(&raw).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("{key} is invalid")),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -17,10 +17,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::keys::KeyRing;
+use crate::api::server::{self, ApiState};
+use crate::api::tls::load_or_generate;
 use crate::apply::{Applier, ApplyHandle, ApplySettings};
 use crate::backoff::{Backoff, sleep_or_shutdown};
 use crate::capture::{self, ConnectError, DrainSettings, Drainer, connect_pg};
-use crate::config::Config;
+use crate::config::{ApiConfig, ApiProtocol, Config, Mode, Secret};
 use crate::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal, segment_usage};
 use crate::schema::{TableSchema, load_table_schemas};
 use crate::status::Board;
@@ -32,7 +35,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the daemon until a shutdown signal, or until a stage fails in a way that needs an
 /// operator.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, api: ApiConfig, version: &'static str) -> anyhow::Result<()> {
+    if api.protocol != ApiProtocol::Off {
+        api.require_jwt_secret()?;
+    }
+    if config.mode == Mode::Manual && api.protocol == ApiProtocol::Off {
+        anyhow::bail!(
+            "MODE=manual applies changes only when the API asks, but API=off; enable the API \
+             or choose MODE=automatic or auto-check"
+        );
+    }
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
 
@@ -60,7 +72,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         recovery.next_seq - 1,
         usage.oldest_modified.unwrap_or_else(SystemTime::now),
     );
-    let (_apply_handle, requests) = ApplyHandle::channel();
+    let (apply_handle, requests) = ApplyHandle::channel();
+    if api.protocol != ApiProtocol::Off {
+        start_api(
+            &config,
+            &api,
+            board.clone(),
+            apply_handle,
+            version,
+            &shutdown,
+        )
+        .await?;
+    }
 
     let Some(schemas) = load_schemas(&config, &shutdown).await? else {
         info!("stopped before start-up finished");
@@ -143,6 +166,50 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("apply task panicked")?
         .context("apply failed")?;
     info!("daemon stopped");
+
+    Ok(())
+}
+
+/// Loads the keys and the certificate, then starts the API server.
+async fn start_api(
+    config: &Config,
+    api: &ApiConfig,
+    board: Arc<Board>,
+    apply: ApplyHandle,
+    version: &'static str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let keys = KeyRing::load(&config.data_dir, api.api_key.as_ref().map(Secret::expose))?;
+    let tls = if api.protocol == ApiProtocol::Https {
+        let data_dir = config.data_dir.clone();
+        let (cert, key) = (api.cert_path.clone(), api.key_path.clone());
+        let bind = api.bind.ip();
+        // A certificate for a specific listening address names that address too.
+        let extra_names: Vec<String> = if bind.is_unspecified() || bind.is_loopback() {
+            Vec::new()
+        } else {
+            vec![bind.to_string()]
+        };
+        let tls = tokio::task::spawn_blocking(move || {
+            load_or_generate(&data_dir, cert.as_deref(), key.as_deref(), &extra_names)
+        })
+        .await
+        .context("the certificate task panicked")??;
+        Some(tls)
+    } else {
+        None
+    };
+    let state = ApiState::new(
+        api,
+        board,
+        apply,
+        keys,
+        config.data_dir.clone(),
+        config.pg_url.clone(),
+        config.mysql_url.clone(),
+        version,
+    )?;
+    server::start(api, tls, state, shutdown.clone()).await?;
 
     Ok(())
 }

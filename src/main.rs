@@ -4,10 +4,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pg_to_mysql_sync::config::{Config, SettingsArgs};
+use pg_to_mysql_sync::config::{
+    ApiArgs, ApiConfig, Config, ConfigError, DEFAULT_DATA_DIR, SettingsArgs,
+};
 use pg_to_mysql_sync::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal};
 use pg_to_mysql_sync::telemetry::{LogFormat, init_tracing};
 use pg_to_mysql_sync::{apply, capture, daemon, schema};
+
+mod commands;
 
 /// The version and the git commit it was built from, for `--version`.
 const VERSION: &str = concat!(
@@ -37,18 +41,72 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon: capture changes from PostgreSQL and apply them to MySQL.
-    Run(SettingsArgs),
-    /// Install the capture triggers in PostgreSQL and the checkpoint table in MySQL.
-    /// Safe to run again, e.g. after changing SYNC_TABLES.
+    /// Run the daemon: capture changes from PostgreSQL, apply them to MySQL as MODE says, and
+    /// serve the HTTPS API.
+    Run {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Install the capture triggers in PostgreSQL and the checkpoint and failed-change tables
+    /// in MySQL. Safe to run again, e.g. after changing SYNC_TABLES.
     Setup(SettingsArgs),
-    /// Remove the capture objects from PostgreSQL and the checkpoint table from MySQL.
+    /// Remove the capture objects from PostgreSQL and the pg_to_mysql_sync tables from MySQL.
     Teardown {
         #[command(flatten)]
         settings: SettingsArgs,
-        /// Drop changes that are captured but not yet synced.
+        /// Drop changes that are captured but not yet synced, and parked changes.
         #[arg(long)]
         force: bool,
+    },
+    /// Show the running daemon's status, through its API.
+    Status {
+        #[command(flatten)]
+        client: commands::ClientArgs,
+    },
+    /// Apply everything captured so far, now, through the running daemon's API.
+    Sync {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Base URL of the API, when the certificate names a host: e.g. https://sync.example:3000.
+        #[arg(long)]
+        url: Option<String>,
+        /// Apply the journal directly, without a daemon. Fails while a daemon holds DATA_DIR.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// List, retry or discard changes parked in the failed-change log, through the API.
+    Failed {
+        #[command(flatten)]
+        client: commands::ClientArgs,
+        #[command(subcommand)]
+        action: commands::FailedAction,
+    },
+    /// Change the running daemon's mode until it restarts, through the API.
+    Mode {
+        #[command(flatten)]
+        client: commands::ClientArgs,
+        /// automatic, auto-check or manual.
+        mode: String,
+    },
+    /// Create, list or revoke API keys, stored as SHA-256 digests in DATA_DIR.
+    Keys {
+        /// Directory of the journal and the key file.
+        #[arg(long, env = "DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
+        data_dir: std::path::PathBuf,
+        #[command(subcommand)]
+        action: commands::KeysAction,
+    },
+    /// Print a JWT for API_KEY, signed with JWT_SECRET, for calling the API with curl.
+    Token {
+        /// Directory of the journal and the key file.
+        #[arg(long, env = "DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -64,17 +122,6 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let settings = match &cli.command {
-        Command::Run(settings) | Command::Setup(settings) => settings,
-        Command::Teardown { settings, .. } => settings,
-    };
-    let config = match Config::from_args(settings) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
-    };
     if rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .is_err()
@@ -82,7 +129,6 @@ fn main() -> ExitCode {
         eprintln!("error: a TLS crypto provider was already installed");
         return ExitCode::FAILURE;
     }
-
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,21 +139,53 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run(_) => daemon::run(config).await,
-            Command::Setup(_) => setup(&config).await,
-            Command::Teardown { force, .. } => teardown(&config, force).await,
-        }
-    });
+    let result = runtime.block_on(run_command(cli.command));
     // Dropping the runtime would wait for every blocking task, such as a journal fsync stuck
     // on a failing disk. A stop that abandoned its work must not hang there.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<ConfigError>() => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { settings, api } => {
+            let config = Config::from_args(&settings)?;
+            let api = ApiConfig::from_args(&api)?;
+            daemon::run(config, api, VERSION).await
+        }
+        Command::Setup(settings) => setup(&Config::from_args(&settings)?).await,
+        Command::Teardown { settings, force } => {
+            teardown(&Config::from_args(&settings)?, force).await
+        }
+        Command::Status { client } => commands::status(&client).await,
+        Command::Sync {
+            settings,
+            api,
+            url,
+            offline,
+        } => {
+            if offline {
+                commands::sync_offline(&Config::from_args(&settings)?).await
+            } else {
+                let api = ApiConfig::from_args(&api)?;
+                commands::sync(&api, &settings.data_dir, url.as_deref()).await
+            }
+        }
+        Command::Failed { client, action } => commands::failed(&client, action).await,
+        Command::Mode { client, mode } => commands::set_mode(&client, &mode).await,
+        Command::Keys { data_dir, action } => commands::keys(&data_dir, action),
+        Command::Token { data_dir, api } => {
+            commands::token(&data_dir, &ApiConfig::from_args(&api)?)
         }
     }
 }
@@ -155,6 +233,10 @@ async fn setup(config: &Config) -> anyhow::Result<()> {
         .await
         .map_err(mysql_failure)
         .context("create the checkpoint table in MySQL")?;
+    apply::ensure_failed_table(&mut mysql)
+        .await
+        .map_err(mysql_failure)
+        .context("create the failed-change table in MySQL")?;
 
     let report = capture::install(&mut pg, &schemas).await?;
     for table in &report.tables {
@@ -198,6 +280,16 @@ async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
                 journaled - applied
             );
         }
+        let parked = apply::count_failed_if_present(&mut mysql, journal.id())
+            .await
+            .map_err(mysql_failure)
+            .context("count the failed changes")?;
+        if parked > 0 && !force {
+            anyhow::bail!(
+                "the failed-change log holds {parked} changes that never reached MySQL; retry \
+                 or discard them with the `failed` command, or pass --force to drop them"
+            );
+        }
         Some(journal)
     } else {
         None
@@ -211,6 +303,11 @@ async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
         .map_err(mysql_failure)
         .context("drop the checkpoint table")?;
     println!("removed table `{}` from MySQL", apply::CHECKPOINT_TABLE);
+    apply::drop_failed_table(&mut mysql)
+        .await
+        .map_err(mysql_failure)
+        .context("drop the failed-change table")?;
+    println!("removed table `{}` from MySQL", apply::FAILED_TABLE);
     if let Some(journal) = journal {
         journal
             .remove_files()

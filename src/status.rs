@@ -232,7 +232,9 @@ impl Board {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain numbers behind, which stay usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Returns the current mode.
@@ -276,7 +278,9 @@ impl Board {
     pub fn batch_journaled(&self, last_seq: u64) {
         let mut state = self.state();
         state.durable_seq = last_seq;
-        state.pending_batches.push_back((last_seq, SystemTime::now()));
+        state
+            .pending_batches
+            .push_back((last_seq, SystemTime::now()));
     }
 
     /// Records the apply stage's phase and the error that caused it, if any.
@@ -477,7 +481,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("pg_to_mysql_sync_backlog_bytes 123"), "{text}");
+        assert!(
+            text.contains("pg_to_mysql_sync_backlog_bytes 123"),
+            "{text}"
+        );
         assert!(
             text.contains("pg_to_mysql_sync_apply_batch_duration_seconds_bucket"),
             "{text}"

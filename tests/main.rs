@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod durability;
+mod modes;
 mod service;
 mod sync;
 mod types;

@@ -143,8 +143,8 @@ pub(super) fn insert_statement(journal_id: &str, failures: &[NewFailure]) -> Str
                 .waits_for
                 .map_or_else(|| "NULL".to_string(), |seq| seq.to_string()),
         ));
-        let record = serde_json::to_string(&failure.record)
-            .expect("a journal record always serializes");
+        let record =
+            serde_json::to_string(&failure.record).expect("a journal record always serializes");
         write_string(&mut sql, &record);
         sql.push(')');
     }
@@ -249,7 +249,12 @@ pub(super) fn delete_statement(journal_id: &str, seq: u64) -> String {
 }
 
 /// The statement that records another failed attempt of one entry.
-pub(super) fn update_statement(journal_id: &str, seq: u64, error: &str, code: Option<u16>) -> String {
+pub(super) fn update_statement(
+    journal_id: &str,
+    seq: u64,
+    error: &str,
+    code: Option<u16>,
+) -> String {
     let mut sql = format!("UPDATE {} SET error = ", quote_mysql_ident(FAILED_TABLE));
     write_string(&mut sql, &truncate_chars(error, 1024));
     sql.push_str(&format!(
@@ -274,7 +279,10 @@ pub(super) struct ParkedKeys {
 
 impl ParkedKeys {
     /// Reads the parked keys of a journal.
-    pub(super) async fn load(conn: &mut Conn, journal_id: &str) -> Result<Self, mysql_async::Error> {
+    pub(super) async fn load(
+        conn: &mut Conn,
+        journal_id: &str,
+    ) -> Result<Self, mysql_async::Error> {
         let mut sql = format!(
             "SELECT seq, table_name, row_key FROM {} WHERE journal_id = ",
             quote_mysql_ident(FAILED_TABLE)
@@ -350,8 +358,7 @@ impl StillParked {
     pub(super) fn add(&mut self, table: &str, key: Option<&str>) {
         match key {
             Some(key) => {
-                self.keys
-                    .insert((table.to_string(), Some(key.to_string())));
+                self.keys.insert((table.to_string(), Some(key.to_string())));
             }
             None => {
                 self.tables.insert(table.to_string());

@@ -40,10 +40,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use failed::{NewFailure, ParkedKeys, StillParked, StoredFailure};
 pub use failed::{
     FAILED_TABLE, FailedChange, count_failed_if_present, drop_failed_table, ensure_failed_table,
 };
+use failed::{NewFailure, ParkedKeys, StillParked, StoredFailure};
 
 pub use statement::{
     PlanError, Statement, StatementLimits, TablePlan, build_statements, quote_mysql_ident,
@@ -238,8 +238,7 @@ impl ApplyError {
 /// geometry, 1451 and 1452 foreign key, 3140 invalid JSON (MySQL), 3819 check constraint
 /// (MySQL), 4025 constraint failed (MariaDB).
 const DATA_ERROR_CODES: [u16; 16] = [
-    1048, 1062, 1169, 1264, 1265, 1292, 1366, 1406, 1416, 1451, 1452, 1586, 1690, 3140, 3819,
-    4025,
+    1048, 1062, 1169, 1264, 1265, 1292, 1366, 1406, 1416, 1451, 1452, 1586, 1690, 3140, 3819, 4025,
 ];
 
 /// Describes a MySQL error by its code, without the server's message.
@@ -816,14 +815,8 @@ impl Applier {
                 .batch_duration
                 .observe(elapsed.as_secs_f64());
             self.halted.reset();
+            // `apply_batch` has added the parked records to `session.parked`.
             self.count_applied(&batch, &parked);
-            for failure in &parked {
-                session.parked.add(
-                    &failure.record.table,
-                    failure.key.as_deref(),
-                    failure.record.seq,
-                );
-            }
             report.applied += (batch.len() - parked.len()) as u64;
             report.parked += parked.len() as u64;
             session.applied = last_seq;
@@ -911,10 +904,7 @@ impl Applier {
                 parked.push(waiting_failure(record, key, blocker));
                 continue;
             }
-            if let Err(error) = self
-                .apply_one(&mut tx, record, session.limits)
-                .await
-            {
+            if let Err(error) = self.apply_one(&mut tx, record, session.limits).await {
                 if !error.is_data_rejection() {
                     return Err(error);
                 }
@@ -1041,7 +1031,10 @@ impl Applier {
             .await
             .map_err(mysql_error("read the failed-change log"))?;
         if existed {
-            warn!(id, "discarded a change from the failed-change log on request");
+            warn!(
+                id,
+                "discarded a change from the failed-change log on request"
+            );
         }
         self.board
             .run_finished(RunReport::default(), session.parked.count());
@@ -1088,7 +1081,9 @@ impl Applier {
                         .map_err(mysql_error("write the failed-change log"))?;
                     report.applied.push(entry.seq);
                 }
-                Err(error) if error.is_data_rejection() || matches!(error, ApplyError::Stored(_)) => {
+                Err(error)
+                    if error.is_data_rejection() || matches!(error, ApplyError::Stored(_)) =>
+                {
                     tx.query_drop(failed::update_statement(
                         &self.journal_id,
                         entry.seq,
@@ -1103,9 +1098,7 @@ impl Applier {
                 Err(error) => return Err(error),
             }
         }
-        tx.commit()
-            .await
-            .map_err(mysql_error("commit the retry"))?;
+        tx.commit().await.map_err(mysql_error("commit the retry"))?;
         session.parked = ParkedKeys::load(&mut session.conn, &self.journal_id)
             .await
             .map_err(mysql_error("read the failed-change log"))?;

@@ -297,8 +297,8 @@ impl TablePlan {
         let image = parse_image(self, record, raw)?;
         let mut key = String::from("[");
         for (position, column) in self.schema.key_columns().enumerate() {
-            let value = find_value(&image, self.schema.key[position], &column.name)
-                .ok_or_else(|| {
+            let value =
+                find_value(&image, self.schema.key[position], &column.name).ok_or_else(|| {
                     self.shape_error(record, format!("key column {} is missing", column.name))
                 })?;
             if position > 0 {

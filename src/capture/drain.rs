@@ -164,13 +164,11 @@ impl Drainer {
                 Err(error) if error.is_transient() => error,
                 Err(error) => {
                     error!(error = %ErrorChain(&error), "capture stopped");
-                    self.board
-                        .capture_state(false, Some(error.to_string()));
+                    self.board.capture_state(false, Some(error.to_string()));
                     return Err(error);
                 }
             };
-            self.board
-                .capture_state(false, Some(error.to_string()));
+            self.board.capture_state(false, Some(error.to_string()));
             let delay = backoff.next_delay();
             warn!(
                 error = %ErrorChain(&error),

@@ -222,6 +222,16 @@ pub fn clear_settings(command: &mut Command) {
         "DATA_DIR",
         "MODE",
         "LOG_FORMAT",
+        "AUTO_CHECK_INTERVAL",
+        "FAILED_CHANGE_POLICY",
+        "API",
+        "PORT",
+        "BIND_ADDRESS",
+        "API_KEY",
+        "JWT_SECRET",
+        "JWT_TTL",
+        "HTTPS_CERT_PATH",
+        "HTTPS_KEY_PATH",
     ] {
         command.env_remove(key);
     }
@@ -251,8 +261,37 @@ impl Pipeline {
                 "RUST_LOG".to_string(),
                 std::env::var("PGSYNC_TEST_LOG").unwrap_or_else(|_| "info".into()),
             ),
+            // Tests of the data path run without the API; `enable_api` turns it on.
+            ("API".to_string(), "off".to_string()),
         ];
         Pipeline { dir, env }
+    }
+
+    /// Sets an environment key of the daemon and the commands, replacing an earlier value.
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Turns on the HTTPS API on a free loopback port, with a random JWT secret and API key.
+    pub fn enable_api(&mut self) -> ApiAccess {
+        let port = free_port();
+        let access = ApiAccess {
+            port,
+            api_key: format!("test-key-{:032x}", rand::random::<u128>()),
+            jwt_secret: format!(
+                "test-secret-{:032x}{:032x}",
+                rand::random::<u128>(),
+                rand::random::<u128>()
+            ),
+            data_dir: self.data_dir(),
+        };
+        self.set("API", "https");
+        self.set("PORT", &port.to_string());
+        self.set("BIND_ADDRESS", "127.0.0.1");
+        self.set("API_KEY", &access.api_key);
+        self.set("JWT_SECRET", &access.jwt_secret);
+        access
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -431,4 +470,170 @@ pub async fn items_equal(databases: &Databases, timeout: Duration) -> Rows {
     databases
         .wait_until_equal(ITEMS_PG_SELECT, ITEMS_MYSQL_SELECT, timeout)
         .await
+}
+
+/// Returns a TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How tests reach a daemon's API.
+#[derive(Debug, Clone)]
+pub struct ApiAccess {
+    pub port: u16,
+    pub api_key: String,
+    pub jwt_secret: String,
+    pub data_dir: PathBuf,
+}
+
+impl ApiAccess {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A client that trusts only the daemon's generated CA.
+    pub fn client(&self) -> reqwest::Client {
+        install_crypto_provider();
+        let ca =
+            pg_to_mysql_sync::api::tls::client_root_certificates(&self.data_dir.join("tls/ca.pem"))
+                .expect("the daemon generated its CA");
+        reqwest::Client::builder()
+            .tls_certs_only(ca)
+            .no_proxy()
+            .build()
+            .unwrap()
+    }
+
+    /// Gets a JWT for the API key through POST /auth/token.
+    pub async fn token(&self) -> String {
+        let response = self
+            .client()
+            .post(self.url("/auth/token"))
+            .header("x-api-key", &self.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "token request failed");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Sends an authenticated request and returns the status and the JSON body (`Null` when
+    /// empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let token = self.token().await;
+        let mut request = self
+            .client()
+            .request(method, self.url(path))
+            .header("x-api-key", &self.api_key)
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (status, value)
+    }
+
+    /// Waits until GET /health answers, so the API is up.
+    pub async fn wait_until_up(&self, daemon: &Daemon) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.data_dir.join("tls/ca.pem").exists() {
+                let response = self.client().get(self.url("/health")).send().await;
+                if response.is_ok_and(|response| response.status() == 200) {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the API did not come up within 30 s; log:\n{}",
+                    daemon.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Installs the TLS crypto provider that reqwest needs, once per test process.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// A TCP forwarder on loopback that a test can cut, to make a server unreachable for one
+/// daemon without stopping the shared server.
+pub struct TcpProxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl TcpProxy {
+    /// Forwards 127.0.0.1:`port` to 127.0.0.1:`target_port`.
+    pub async fn start(target_port: u16) -> TcpProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = std::sync::Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let (accept_up, accept_generation) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !accept_up.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let mut cut = accept_generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        TcpProxy {
+            port,
+            up,
+            generation,
+        }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|generation| *generation += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }

@@ -1,0 +1,550 @@
+//! The HTTPS API: routes, authentication middleware and the server task.
+//!
+//! Every route except `GET /health` needs an API key (`x-api-key`) and a JWT issued for that
+//! key (`Authorization: Bearer`); `POST /auth/token` exchanges a key for a JWT. Responses are
+//! JSON, carry the security headers of [`super::security`], and never contain database error
+//! text or row values, with one documented exception: `GET /sync/failed` returns the primary
+//! keys of parked changes, which an operator needs to find them.
+//!
+//! The route table in [`routes`] is the single list of routes; a test checks it against the
+//! OpenAPI document served at `/openapi.json`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::{info, warn};
+
+use super::keys::KeyRing;
+use super::security::{API_KEY_HEADER, ApiError, AuthFailureLimiter, security_headers};
+use super::token::JwtKeys;
+use crate::apply::{ApplyHandle, RunError};
+use crate::config::{ApiConfig, ApiProtocol, Mode, Secret};
+use crate::status::Board;
+
+/// The OpenAPI document of this API.
+pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Time limit of ordinary requests.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time limit of requests that apply changes, which can take long for a large backlog. The
+/// run goes on to its end even when the client stops waiting.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Time limit of one database reachability check.
+const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// State shared by the handlers.
+pub struct ApiState {
+    board: Arc<Board>,
+    apply: ApplyHandle,
+    keys: KeyRing,
+    jwt: JwtKeys,
+    jwt_ttl: Duration,
+    limiter: AuthFailureLimiter,
+    journal_dir: PathBuf,
+    pg_url: Secret,
+    mysql_url: Secret,
+    version: &'static str,
+}
+
+impl ApiState {
+    /// Creates the state; fails when no API key exists, because no client could then call
+    /// the API.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: &ApiConfig,
+        board: Arc<Board>,
+        apply: ApplyHandle,
+        keys: KeyRing,
+        journal_dir: PathBuf,
+        pg_url: Secret,
+        mysql_url: Secret,
+        version: &'static str,
+    ) -> anyhow::Result<Self> {
+        if keys.is_empty() {
+            anyhow::bail!(
+                "no API key exists, so no client could call the API; create one with \
+                 `pg-to-mysql-sync keys create NAME`, set API_KEY, or set API=off"
+            );
+        }
+        let secret = config
+            .jwt_secret
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("JWT_SECRET is missing"))?;
+
+        Ok(ApiState {
+            board,
+            apply,
+            keys,
+            jwt: JwtKeys::new(secret.expose())?,
+            jwt_ttl: config.jwt_ttl,
+            limiter: AuthFailureLimiter::default(),
+            journal_dir,
+            pg_url,
+            mysql_url,
+            version,
+        })
+    }
+}
+
+type Shared = Arc<ApiState>;
+
+/// One route: method, path as the OpenAPI document writes it, and whether it applies
+/// changes (and so gets the longer time limit).
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path, with `{name}` parameters.
+    pub path: &'static str,
+    sync: bool,
+    public: bool,
+    handler: MethodRouter<Shared>,
+}
+
+fn route(method: Method, path: &'static str, handler: MethodRouter<Shared>) -> Route {
+    Route {
+        method,
+        path,
+        sync: false,
+        public: false,
+        handler,
+    }
+}
+
+/// Returns every route of the API.
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            public: true,
+            ..route(Method::GET, "/health", get(health))
+        },
+        Route {
+            public: true,
+            ..route(Method::POST, "/auth/token", post(issue_token))
+        },
+        route(Method::GET, "/ready", get(ready)),
+        route(Method::GET, "/status", get(status)),
+        route(Method::GET, "/metrics", get(metrics)),
+        route(Method::GET, "/openapi.json", get(openapi)),
+        route(Method::PUT, "/mode", axum::routing::put(set_mode)),
+        Route {
+            sync: true,
+            ..route(Method::POST, "/sync", post(sync))
+        },
+        Route {
+            sync: true,
+            ..route(Method::POST, "/sync/trigger-synctomysql", post(sync))
+        },
+        Route {
+            sync: true,
+            ..route(
+                Method::GET,
+                "/sync/trigger-synctomysql",
+                get(deprecated_sync),
+            )
+        },
+        route(Method::GET, "/sync/failed", get(list_failed)),
+        Route {
+            sync: true,
+            ..route(Method::POST, "/sync/failed/retry", post(retry_failed))
+        },
+        route(
+            Method::DELETE,
+            "/sync/failed/{id}",
+            axum::routing::delete(delete_failed),
+        ),
+    ]
+}
+
+/// Builds the router with its layers.
+pub fn router(state: Shared) -> Router {
+    let mut public = Router::new();
+    let mut protected = Router::new();
+    let mut protected_sync = Router::new();
+    for Route {
+        path,
+        sync,
+        public: is_public,
+        handler,
+        ..
+    } in routes()
+    {
+        if is_public {
+            public = public.route(path, handler);
+        } else if sync {
+            protected_sync = protected_sync.route(path, handler);
+        } else {
+            protected = protected.route(path, handler);
+        }
+    }
+    let timeout = |limit| TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit);
+    let protected = protected
+        .layer(timeout(REQUEST_TIMEOUT))
+        .merge(protected_sync.layer(timeout(SYNC_TIMEOUT)))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_auth));
+
+    public
+        .layer(timeout(REQUEST_TIMEOUT))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("-");
+                // The path only: a query string is not logged.
+                tracing::info_span!(
+                    "request",
+                    request_id = %id,
+                    method = %request.method(),
+                    path = %request.uri().path()
+                )
+            }),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(security_headers())
+}
+
+/// Binds the API's address and serves it until `shutdown`. Binding happens before this
+/// returns, so a taken port fails the start.
+pub async fn start(
+    config: &ApiConfig,
+    tls: Option<super::tls::ServerTls>,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let app = router(Arc::new(state)).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = std::net::TcpListener::bind(config.bind).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot listen on {} for the API: {error}; choose another PORT or BIND_ADDRESS, \
+             or stop the program that uses it",
+            config.bind
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+    });
+    let bind = config.bind;
+    let protocol = config.protocol;
+    let task = match (protocol, tls) {
+        (ApiProtocol::Https, Some(tls)) => {
+            info!(
+                address = %bind,
+                certificate_sha256 = tls.fingerprint_sha256(),
+                generated = tls.is_generated(),
+                "API listening on HTTPS"
+            );
+            let server =
+                axum_server::from_tcp_rustls(listener, tls.rustls_config())?.handle(handle);
+            tokio::spawn(async move {
+                if let Err(error) = server.serve(app).await {
+                    warn!(error = %error, "the API server stopped");
+                }
+            })
+        }
+        _ => {
+            warn!(address = %bind, "API listening on plain HTTP (API=http); use it only behind a local TLS proxy");
+            let server = axum_server::from_tcp(listener)?.handle(handle);
+            tokio::spawn(async move {
+                if let Err(error) = server.serve(app).await {
+                    warn!(error = %error, "the API server stopped");
+                }
+            })
+        }
+    };
+
+    Ok(task)
+}
+
+/// Rejects a request without a valid API key and JWT, and rate-limits repeated failures from
+/// one client address.
+async fn require_auth(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let now = std::time::Instant::now();
+    if let Err(error) = state.limiter.check(client.ip(), now) {
+        return error.into_response();
+    }
+    match super::security::authenticate(request.headers(), &state.keys, &state.jwt) {
+        Ok(_) => next.run(request).await,
+        Err(_) => {
+            state.limiter.record_failure(client.ip(), now);
+            ApiError::Unauthorized.into_response()
+        }
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Exchanges an API key for a JWT issued for that key.
+async fn issue_token(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = std::time::Instant::now();
+    state.limiter.check(client.ip(), now)?;
+    let key_id = headers
+        .get(API_KEY_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|key| state.keys.verify(key));
+    let Some(key_id) = key_id else {
+        info!("token request with a missing or unknown API key");
+        state.limiter.record_failure(client.ip(), now);
+        return Err(ApiError::Unauthorized);
+    };
+    let (token, expires_at) = state.jwt.issue(&key_id, state.jwt_ttl).map_err(|error| {
+        warn!(error = %error, "failed to issue a JWT");
+        ApiError::Internal
+    })?;
+
+    Ok(Json(serde_json::json!({
+        "token": token,
+        "token_type": "Bearer",
+        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "expires_in": state.jwt_ttl.as_secs(),
+    })))
+}
+
+/// Reports whether each database accepts a connection.
+async fn check_databases(state: &ApiState) -> (bool, bool) {
+    let postgres = async {
+        tokio::time::timeout(
+            REACHABILITY_TIMEOUT,
+            crate::capture::connect_pg(&state.pg_url),
+        )
+        .await
+        .is_ok_and(|result| result.is_ok())
+    };
+    let mysql = async {
+        match tokio::time::timeout(
+            REACHABILITY_TIMEOUT,
+            crate::apply::connect(&state.mysql_url),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => {
+                // Closing politely is best effort; the check already succeeded.
+                let _ = conn.disconnect().await;
+                true
+            }
+            _ => false,
+        }
+    };
+    tokio::join!(postgres, mysql)
+}
+
+fn reachability(up: bool) -> &'static str {
+    if up { "reachable" } else { "unreachable" }
+}
+
+async fn ready(State(state): State<Shared>) -> Response {
+    let (postgres, mysql) = check_databases(&state).await;
+    let body = Json(serde_json::json!({
+        "postgres": reachability(postgres),
+        "mysql": reachability(mysql),
+    }));
+    let status = if postgres && mysql {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
+}
+
+fn journal_bytes(state: &ApiState) -> u64 {
+    crate::journal::segment_usage(&state.journal_dir)
+        .map(|usage| usage.bytes)
+        .unwrap_or(0)
+}
+
+async fn status(State(state): State<Shared>) -> Json<serde_json::Value> {
+    let (postgres, mysql) = check_databases(&state).await;
+    let snapshot = state.board.snapshot(journal_bytes(&state));
+    let mut body = serde_json::to_value(snapshot).expect("the status always serializes");
+    body["postgres"] = reachability(postgres).into();
+    body["mysql"] = reachability(mysql).into();
+    body["version"] = state.version.into();
+    Json(body)
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    let text = state.board.encode_metrics(journal_bytes(&state));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModeRequest {
+    mode: String,
+}
+
+async fn set_mode(
+    State(state): State<Shared>,
+    body: Result<Json<ModeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(request) = body.map_err(bad_json)?;
+    let mode: Mode = request.mode.parse().map_err(|_| ApiError::BadRequest {
+        message: "mode must be automatic, auto-check or manual".into(),
+    })?;
+    let previous = state.board.set_mode(mode);
+    info!(
+        from = previous.name(),
+        to = mode.name(),
+        "mode changed through the API; MODE in the configuration applies again after a restart"
+    );
+
+    Ok(Json(serde_json::json!({
+        "mode": mode.name(),
+        "previous_mode": previous.name(),
+        "persistent": false,
+    })))
+}
+
+fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
+    ApiError::BadRequest {
+        message: format!("invalid JSON body: {}", rejection.body_text()).into(),
+    }
+}
+
+fn run_error(error: RunError) -> ApiError {
+    match error {
+        RunError::Unavailable(message) => ApiError::ServiceUnavailable {
+            message: format!("{message}; the backlog is kept and applied later").into(),
+        },
+        RunError::Halted(message) => ApiError::Conflict {
+            message: message.into(),
+        },
+        RunError::Stopping => ApiError::ServiceUnavailable {
+            message: "the daemon is stopping".into(),
+        },
+    }
+}
+
+async fn sync(State(state): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    let report = state.apply.sync().await.map_err(run_error)?;
+    Ok(Json(serde_json::json!(report)))
+}
+
+/// The original service's GET form of the manual sync; kept for its clients.
+async fn deprecated_sync(State(state): State<Shared>) -> Response {
+    let mut response = sync(State(state)).await.into_response();
+    response
+        .headers_mut()
+        .insert("deprecation", HeaderValue::from_static("true"));
+    response
+}
+
+async fn list_failed(State(state): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    let changes = state.apply.list_failed().await.map_err(run_error)?;
+    Ok(Json(serde_json::json!({ "failed": changes })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryRequest {
+    ids: Option<Vec<u64>>,
+}
+
+async fn retry_failed(
+    State(state): State<Shared>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // An empty body retries everything.
+    let request: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest {
+            message: format!(
+                "invalid JSON body: {error}; send {{\"ids\": [1, 2]}}, or no body for all"
+            )
+            .into(),
+        })?
+    };
+    let report = state
+        .apply
+        .retry_failed(request.ids)
+        .await
+        .map_err(run_error)?;
+    Ok(Json(serde_json::json!(report)))
+}
+
+async fn delete_failed(
+    State(state): State<Shared>,
+    id: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = id.map_err(|_| ApiError::BadRequest {
+        message: "the id must be a whole number, the journal sequence number of the change".into(),
+    })?;
+    if state.apply.delete_failed(id).await.map_err(run_error)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound {
+            message: format!("no failed change has id {id}").into(),
+        })
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound {
+        message: "no such route; GET /openapi.json lists the routes".into(),
+    }
+}
+
+async fn method_not_allowed() -> Response {
+    let body = serde_json::json!({
+        "error": "method_not_allowed",
+        "message": "this route does not accept that method; GET /openapi.json lists the routes",
+    });
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
