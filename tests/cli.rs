@@ -215,10 +215,13 @@ fn configuration_errors_name_the_key_and_hide_passwords() {
     let help = std::process::Command::new(crate::support::BINARY)
         .args(["run", "--help"])
         .env("PG_DATABASE_URL", pg.1)
+        .env("JWT_SECRET", "hunter2secret-jwt-0123456789abcdefghij")
+        .env("API_KEY", "hunter2secret-key-0123456789abcdefghij")
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("PG_DATABASE_URL"), "{help}");
+    assert!(help.contains("JWT_SECRET"), "{help}");
     assert!(!help.contains("hunter2secret"), "{help}");
 }
 
@@ -253,7 +256,7 @@ fn dotenv_file_is_read_and_environment_overrides_it() {
 }
 
 /// Makes a CA and a server certificate for 127.0.0.1 with the openssl command.
-fn make_certificates(dir: &std::path::Path) {
+pub fn make_certificates(dir: &std::path::Path) {
     let run = |args: &[&str]| {
         let output = std::process::Command::new("openssl")
             .args(args)
@@ -512,6 +515,7 @@ fn first_log_line(extra_env: &[(&str, &str)]) -> String {
         .env("PG_DATABASE_URL", "postgres://u:p@127.0.0.1:1/db")
         .env("MYSQL_DATABASE_URL", "mysql://u:p@127.0.0.1:1/app")
         .env("SYNC_TABLES", "public.items")
+        .env("API", "off")
         .env_remove("JOURNAL_STREAM")
         .envs(extra_env.iter().copied())
         .stderr(std::fs::File::create(&log_path).unwrap());

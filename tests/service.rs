@@ -83,6 +83,11 @@ async fn install_script_stages_a_working_service() {
         env.contains("\nDATA_DIR=/var/lib/pg-to-mysql-sync\n"),
         "{env}"
     );
+    let jwt_secret = env
+        .lines()
+        .find_map(|line| line.strip_prefix("JWT_SECRET="))
+        .unwrap();
+    assert!(jwt_secret.len() >= 32, "the install generates a JWT secret");
 
     // A second install keeps the operator's .env.
     fs::write(root.join("etc/pg-to-mysql-sync/.env"), "MODE=automatic\n").unwrap();
@@ -150,10 +155,14 @@ async fn run_as_service_user(root: &Path) {
     fs::write(
         config_dir.join(".env"),
         format!(
-            "PG_DATABASE_URL={}\nMYSQL_DATABASE_URL={}\nSYNC_TABLES=public.items\nDATA_DIR={}\n",
+            "PG_DATABASE_URL={}\nMYSQL_DATABASE_URL={}\nSYNC_TABLES=public.items\nDATA_DIR={}\n\
+             PORT={}\nBIND_ADDRESS=127.0.0.1\nJWT_SECRET={}\nAPI_KEY={}\n",
             databases.pg_url,
             databases.mysql_url,
-            data_dir.display()
+            data_dir.display(),
+            crate::support::free_port(),
+            "service-test-secret-0123456789abcdef",
+            "service-test-key-0123456789abcdef",
         ),
     )
     .unwrap();
@@ -190,6 +199,15 @@ async fn run_as_service_user(root: &Path) {
     assert_eq!(
         items_equal(&databases, Duration::from_secs(30)).await.len(),
         1
+    );
+    // The API runs with a certificate generated into the service's data directory, and the
+    // command line reaches it with the same configuration.
+    let output = command(&["status"]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "status failed: {}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        fs::read_to_string(&log_path).unwrap()
     );
     run(Command::new("kill").args(["-TERM", &daemon.id().to_string()]));
     let status = daemon.wait().unwrap();

@@ -43,18 +43,7 @@ impl ApiClient {
             .timeout(std::time::Duration::from_secs(20 * 60))
             .connect_timeout(std::time::Duration::from_secs(10));
         if config.protocol == ApiProtocol::Https {
-            let ca_path = match &config.cert_path {
-                Some(path) => path.clone(),
-                None => data_dir.join(tls::TLS_DIR_NAME).join(tls::CA_FILE_NAME),
-            };
-            let roots = tls::client_root_certificates(&ca_path).with_context(|| {
-                format!(
-                    "read the certificate to trust from {}; start the daemon once so that it \
-                     generates it",
-                    ca_path.display()
-                )
-            })?;
-            builder = builder.tls_certs_only(roots);
+            builder = builder.tls_certs_only(trusted_roots(config, data_dir)?);
         }
         let http = builder.build().context("create the HTTP client")?;
 
@@ -129,4 +118,30 @@ impl ApiClient {
             self.base_url
         )
     }
+}
+
+/// Returns the certificates the client trusts: the generated CA alone, or, for the operator's
+/// own certificate, the system's CAs plus every certificate in its chain file, so that a
+/// chain ending in a private CA works too.
+fn trusted_roots(config: &ApiConfig, data_dir: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let Some(chain_path) = &config.cert_path else {
+        let ca_path = data_dir.join(tls::TLS_DIR_NAME).join(tls::CA_FILE_NAME);
+        return tls::client_root_certificates(&ca_path).with_context(|| {
+            format!(
+                "read the CA certificate to trust from {}; start the daemon once so that it \
+                 generates it",
+                ca_path.display()
+            )
+        });
+    };
+    let mut roots = tls::client_root_certificates(chain_path)
+        .with_context(|| format!("read HTTPS_CERT_PATH {}", chain_path.display()))?;
+    // Unreadable system certificates are skipped; the chain file may be enough.
+    for der in rustls_native_certs::load_native_certs().certs {
+        if let Ok(certificate) = reqwest::Certificate::from_der(&der) {
+            roots.push(certificate);
+        }
+    }
+
+    Ok(roots)
 }

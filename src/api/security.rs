@@ -94,6 +94,8 @@ pub enum ApiError {
         /// Description of the problem for the client.
         message: Cow<'static, str>,
     },
+    /// 413. The request body is larger than the API accepts.
+    PayloadTooLarge,
     /// 404. The requested object does not exist.
     NotFound {
         /// Description of the missing object for the client.
@@ -123,6 +125,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -136,6 +139,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::BadRequest { .. } => "bad_request",
+            ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::NotFound { .. } => "not_found",
             ApiError::Conflict { .. } => "conflict",
             ApiError::ServiceUnavailable { .. } => "service_unavailable",
@@ -152,6 +156,7 @@ impl ApiError {
             | ApiError::NotFound { message }
             | ApiError::Conflict { message }
             | ApiError::ServiceUnavailable { message } => message,
+            ApiError::PayloadTooLarge => "the request body is too large",
             ApiError::Internal => "internal error; the daemon log has the details",
         }
     }
@@ -275,7 +280,7 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Default number of failed authentications per client within [`DEFAULT_FAILURE_WINDOW`].
-pub const DEFAULT_MAX_FAILURES: u32 = 10;
+pub const DEFAULT_MAX_FAILURES: u32 = 20;
 /// Default length of the failure window.
 pub const DEFAULT_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Default number of clients tracked at once. At this size the map uses about 0.8 MB

@@ -452,6 +452,9 @@ async fn set_mode(
 }
 
 fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::PayloadTooLarge;
+    }
     ApiError::BadRequest {
         message: format!("invalid JSON body: {}", rejection.body_text()).into(),
     }
@@ -498,8 +501,17 @@ struct RetryRequest {
 
 async fn retry_failed(
     State(state): State<Shared>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest {
+                message: "the request body cannot be read".into(),
+            }
+        }
+    })?;
     // An empty body retries everything.
     let request: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RetryRequest::default()
@@ -547,4 +559,53 @@ async fn method_not_allowed() -> Response {
         "message": "this route does not accept that method; GET /openapi.json lists the routes",
     });
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn documented_operations() -> Vec<(String, String, serde_json::Value)> {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        let mut operations = Vec::new();
+        for (path, methods) in document["paths"].as_object().unwrap() {
+            for (method, operation) in methods.as_object().unwrap() {
+                operations.push((method.to_uppercase(), path.clone(), operation.clone()));
+            }
+        }
+        operations.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        operations
+    }
+
+    #[test]
+    fn openapi_document_lists_every_route() {
+        let documented: Vec<(String, String)> = documented_operations()
+            .into_iter()
+            .map(|(method, path, _)| (method, path))
+            .collect();
+        let mut served: Vec<(String, String)> = routes()
+            .iter()
+            .map(|route| (route.method.to_string(), route.path.to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn openapi_document_marks_public_routes() {
+        let public: Vec<(String, String)> = routes()
+            .iter()
+            .filter(|route| route.public)
+            .map(|route| (route.method.to_string(), route.path.to_string()))
+            .collect();
+        for (method, path, operation) in documented_operations() {
+            // A route without the global requirement of key and JWT overrides `security`.
+            let overrides = operation.get("security").is_some();
+            assert_eq!(
+                overrides,
+                public.contains(&(method.clone(), path.clone())),
+                "{method} {path}"
+            );
+        }
+    }
 }
