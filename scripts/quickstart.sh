@@ -352,6 +352,23 @@ show_rows() {
 # ---------------------------------------------------------------------------
 # Daemon
 
+# Print the first TCP port from 3000 up on which nothing listens on 127.0.0.1.
+free_port() {
+  local port
+  for ((port = 3000; port < 3100; port++)); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  die "no free TCP port between 3000 and 3099 on 127.0.0.1 for the API"
+}
+
+# Run the binary in the work directory, where .env is.
+cli() {
+  (cd "$work_dir" && "$binary" "$@")
+}
+
 start_daemon() {
   daemon_log=$work_dir/daemon.log
   # setsid keeps a Ctrl-C in the terminal from reaching the daemon. The EXIT
@@ -420,6 +437,7 @@ main() {
   echo "PostgreSQL: public.customers, public.orders, public.order_lines"
   echo "MySQL:      customers, orders, order_lines (created by hand: this version needs them to exist)"
 
+  api_port=$(free_port)
   step "Writing $work_dir/.env (not shown: the URLs contain passwords)"
   (
     umask 077
@@ -427,9 +445,13 @@ main() {
       printf 'PG_DATABASE_URL=%s\n' "$pg_shop_url"
       printf 'MYSQL_DATABASE_URL=%s\n' "$mysql_shop_url"
       printf 'SYNC_TABLES=public.customers,public.orders,public.order_lines\n'
+      printf 'BIND_ADDRESS=127.0.0.1\nPORT=%s\n' "$api_port"
+      printf 'JWT_SECRET=%s\n' "$(head -c 48 /dev/urandom | base64 | tr -d '\n')"
+      printf 'API_KEY=%s\n' "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
     } >"$work_dir/.env"
   )
   echo "keys: PG_DATABASE_URL, MYSQL_DATABASE_URL, SYNC_TABLES=public.customers,public.orders,public.order_lines"
+  echo "      BIND_ADDRESS=127.0.0.1, PORT=$api_port, and a random JWT_SECRET and API_KEY for the HTTPS API"
   echo "DATA_DIR is not set, so the journal goes to ./datalog in $work_dir"
 
   step "pg-to-mysql-sync setup"
@@ -443,6 +465,22 @@ main() {
 
   step "Waiting up to $SYNC_TIMEOUT_SECONDS s until MySQL has the same rows"
   wait_for_sync
+
+  step "The daemon's status through its HTTPS API: pg-to-mysql-sync status"
+  echo "(the command reads .env, trusts the certificate the daemon generated in datalog/tls, and sends API_KEY with a JWT)"
+  cli status
+
+  step "Manual mode: pg-to-mysql-sync mode manual, then a change waits in the journal"
+  cli mode manual
+  pg "$database" --echo-all -c "UPDATE customers SET name = 'Ada King' WHERE id = 1"
+  sleep 1
+  echo "backlog: $(cli status | grep -o '"backlog_records": [0-9]*')"
+  echo "MySQL still has: $(mysql --batch --skip-column-names "$database" -e 'SELECT name FROM customers WHERE id = 1')"
+
+  step "pg-to-mysql-sync sync (POST /sync) applies it now"
+  cli sync
+  wait_for_sync
+  cli mode automatic
 
   step "The rows on both sides"
   echo "(PostgreSQL prints timestamptz in UTC here and booleans as t/f; MySQL stores DATETIME(6) in UTC and BOOLEAN as 1/0)"
@@ -493,7 +531,9 @@ EOF
 You saw setup install capture triggers in PostgreSQL, the daemon carry INSERTs,
 UPDATEs (one of them changing a primary key), a DELETE and a multi-row
 transaction to MySQL, and the journal of plain JSON lines in between. The
-daemon stopped cleanly on SIGTERM, and the servers and files are gone.
+command line asked the daemon's HTTPS API for its status, switched it to
+manual mode and applied a waiting change on request. The daemon stopped
+cleanly on SIGTERM, and the servers and files are gone.
 
 Next: README.md shows how to configure your own databases, the supported
 types and how to operate the daemon. Run scripts/quickstart.sh --keep to
