@@ -54,7 +54,7 @@ pub struct SettingsArgs {
 /// it.
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
-    /// How the API is served: `https`, `http` (plain, allowed only on a loopback
+    /// Protocol of the API: `https`, `http` (plain, allowed only on a loopback
     /// BIND_ADDRESS) or `off`.
     #[arg(long = "api", env = "API", default_value = "https")]
     pub api: String,
@@ -91,7 +91,7 @@ pub struct ApiArgs {
     pub https_key_path: Option<PathBuf>,
 }
 
-/// How the API is served.
+/// Protocol of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiProtocol {
     /// TLS, the default.
@@ -105,7 +105,7 @@ pub enum ApiProtocol {
 /// Validated API settings.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// How the API is served.
+    /// Protocol of the API.
     pub protocol: ApiProtocol,
     /// Listening address.
     pub bind: std::net::SocketAddr,
@@ -121,7 +121,7 @@ pub struct ApiConfig {
     pub key_path: Option<PathBuf>,
 }
 
-/// Fewest bytes accepted in `JWT_SECRET` and characters in `API_KEY`.
+/// Minimum length of `JWT_SECRET` in bytes and of `API_KEY` in characters.
 pub const MIN_SECRET_LEN: usize = 32;
 
 impl ApiConfig {
@@ -312,7 +312,7 @@ impl FromStr for Mode {
     }
 }
 
-/// What apply does with a change that MySQL rejects for its data.
+/// Handling of a change that MySQL rejects for its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailedChangePolicy {
@@ -458,7 +458,7 @@ pub struct Config {
     pub mode: Mode,
     /// Interval of the auto-check mode.
     pub auto_check_interval: std::time::Duration,
-    /// What apply does with a change that MySQL rejects for its data.
+    /// Handling of a change that MySQL rejects for its data.
     pub failed_change_policy: FailedChangePolicy,
     /// Journal directory.
     pub data_dir: PathBuf,

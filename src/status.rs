@@ -247,7 +247,7 @@ impl Board {
         self.mode.send_replace(mode)
     }
 
-    /// Returns a receiver that sees every mode change.
+    /// Returns a receiver of every mode change.
     pub fn watch_mode(&self) -> watch::Receiver<Mode> {
         self.mode.subscribe()
     }
@@ -388,7 +388,7 @@ fn rfc3339(time: SystemTime) -> String {
 pub struct StatusSnapshot {
     /// Current mode.
     pub mode: Mode,
-    /// What happens to a change that MySQL rejects.
+    /// Handling of a change that MySQL rejects.
     pub failed_change_policy: FailedChangePolicy,
     /// Capture stage.
     pub capture: CaptureStatus,

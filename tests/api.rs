@@ -292,7 +292,7 @@ async fn every_route_answers_with_security_headers() {
         }
     }
 
-    // Unauthenticated answers carry the headers too.
+    // Responses to unauthenticated requests carry the headers too.
     let response = client.get(api.url("/status")).send().await.unwrap();
     assert_eq!(response.status(), 401);
     for (name, value) in SECURITY_HEADERS {
@@ -314,6 +314,16 @@ async fn every_route_answers_with_security_headers() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+
+    // Requests are logged with their id, and never with credentials.
+    let log = daemon.log();
+    let status_line = log
+        .lines()
+        .find(|line| line.contains("path=/status") && line.contains("status=200"))
+        .unwrap_or_else(|| panic!("no request line for /status: {log}"));
+    assert!(status_line.contains("request_id="), "{status_line}");
+    assert!(!log.contains(&api.api_key), "the log contains the API key");
+    assert!(!log.contains(&token), "the log contains a JWT");
 
     drop(daemon);
     databases.drop_all().await;

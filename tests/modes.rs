@@ -135,7 +135,7 @@ async fn mode_change_at_runtime_takes_effect() {
 }
 
 #[tokio::test]
-async fn auto_check_applies_on_interval_while_mysql_is_up() {
+async fn auto_check_applies_while_mysql_up() {
     let databases = Databases::create("autocheck").await;
     let mut pipeline = items_pipeline(&databases).await;
     let mysql_port: u16 = std::env::var("PGSYNC_TEST_MYSQL_PORT")
@@ -271,7 +271,7 @@ async fn rejected_change_halts_with_halt_policy() {
 }
 
 #[tokio::test]
-async fn rejected_change_is_parked_and_retried_with_park_policy() {
+async fn park_policy_parks_then_retries() {
     let databases = Databases::create("park").await;
     let mut pipeline = items_pipeline(&databases).await;
     reject_unlucky_quantities(&databases).await;
@@ -403,7 +403,7 @@ async fn offline_sync_applies_the_journal_without_a_daemon() {
     insert_items(&databases, 1..101).await;
     databases.wait_until_journaled().await;
 
-    // While the daemon holds DATA_DIR, an offline sync is refused.
+    // While the daemon has the DATA_DIR lock, an offline sync fails.
     let output = pipeline.run_cli(&["sync", "--offline"]);
     assert!(!output.status.success());
     assert!(
@@ -426,7 +426,7 @@ async fn offline_sync_applies_the_journal_without_a_daemon() {
         .wait_until_equal(ITEMS_PG_SELECT, ITEMS_MYSQL_SELECT, Duration::from_secs(5))
         .await;
 
-    // Without a daemon, the API commands say how to proceed.
+    // Without a daemon, the API commands explain how to proceed.
     let output = pipeline.run_cli(&["status"]);
     assert!(!output.status.success());
     assert!(
@@ -434,6 +434,63 @@ async fn offline_sync_applies_the_journal_without_a_daemon() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+
+    databases.drop_all().await;
+}
+
+#[tokio::test]
+async fn crash_while_parking_parks_each_change_once() {
+    use pg_to_mysql_sync::failpoint::FAILPOINT_ENV;
+
+    let databases = Databases::create("parkcrash").await;
+    let mut pipeline = items_pipeline(&databases).await;
+    reject_unlucky_quantities(&databases).await;
+    pipeline.set("FAILED_CHANGE_POLICY", "park");
+    for (round, point) in [
+        "apply-before-checkpoint",
+        "apply-before-commit",
+        "apply-after-commit",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        pipeline.set(FAILPOINT_ENV, point);
+        let mut daemon = pipeline.start();
+        // Each round inserts ids N..N+20, one of which has qty 13.
+        let first = (round as i64 + 1) * 100;
+        databases
+            .pg()
+            .await
+            .batch_execute(&format!(
+                "INSERT INTO items SELECT g, 'round', CASE WHEN g = {first} + 5 THEN 13 ELSE g END, \
+                 1, now() FROM generate_series({first}, {first} + 19) g"
+            ))
+            .await
+            .unwrap();
+        let status = daemon.wait_exit(Duration::from_secs(30));
+        assert!(!status.success(), "{point}: the daemon should have aborted");
+
+        pipeline.env.retain(|(key, _)| key != FAILPOINT_ENV);
+        let mut daemon = pipeline.start();
+        databases
+            .wait_until_equal(
+                "SELECT id::text, qty::text FROM items WHERE qty <> 13 ORDER BY id",
+                "SELECT id, qty FROM items ORDER BY id",
+                Duration::from_secs(30),
+            )
+            .await;
+        let parked = databases
+            .mysql_rows("SELECT COUNT(*), COUNT(DISTINCT seq) FROM pg_to_mysql_sync_failed")
+            .await;
+        let expected = (round + 1).to_string();
+        assert_eq!(
+            parked[0],
+            vec![Some(expected.clone()), Some(expected)],
+            "{point}: {}",
+            daemon.log()
+        );
+        assert!(daemon.stop().success(), "{point}: {}", daemon.log());
+    }
 
     databases.drop_all().await;
 }

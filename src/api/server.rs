@@ -24,8 +24,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::keys::KeyRing;
 use super::security::{API_KEY_HEADER, ApiError, AuthFailureLimiter, security_headers};
@@ -207,22 +206,7 @@ pub fn router(state: Shared) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let id = request
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("-");
-                // The path only: a query string is not logged.
-                tracing::info_span!(
-                    "request",
-                    request_id = %id,
-                    method = %request.method(),
-                    path = %request.uri().path()
-                )
-            }),
-        )
+        .layer(middleware::from_fn(log_request))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(security_headers())
@@ -281,6 +265,34 @@ pub async fn start(
     };
 
     Ok(task)
+}
+
+/// Logs each request with its id, method, path, status and duration, inside a span that
+/// gives every log line of the request the same id. Health checks and metric scrapes are
+/// logged at DEBUG, other requests at INFO. The query string is not logged.
+async fn log_request(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let method = request.method().clone();
+    // A client chooses the path, so only its start is logged.
+    let path: String = request.uri().path().chars().take(200).collect();
+    let span = tracing::info_span!("request", request_id = %id);
+    let started = std::time::Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+
+    let _entered = span.enter();
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    if path == "/health" || path == "/metrics" {
+        tracing::debug!(%method, %path, status, elapsed_ms, "request");
+    } else {
+        info!(%method, %path, status, elapsed_ms, "request");
+    }
+    response
 }
 
 /// Rejects a request without a valid API key and JWT, and rate-limits repeated failures from
@@ -479,7 +491,7 @@ async fn sync(State(state): State<Shared>) -> Result<Json<serde_json::Value>, Ap
     Ok(Json(serde_json::json!(report)))
 }
 
-/// The original service's GET form of the manual sync; kept for its clients.
+/// Runs the manual sync for the original service's GET route, kept for its clients.
 async fn deprecated_sync(State(state): State<Shared>) -> Response {
     let mut response = sync(State(state)).await.into_response();
     response

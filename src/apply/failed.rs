@@ -4,8 +4,8 @@
 //! # Invariants
 //!
 //! - The log is a table in the target database, written in the same transaction as the
-//!   checkpoint. A change is therefore either applied, or parked, or still ahead of the
-//!   checkpoint; a crash never leaves it in two of these states or in none.
+//!   checkpoint. A change is therefore applied, parked or still ahead of the checkpoint, and
+//!   a crash never leaves it in two of these states or in none.
 //! - While a row key has a parked change, every later change of that key is parked behind it,
 //!   so that the key's changes still reach MySQL in order. A parked TRUNCATE, or a TRUNCATE of a
 //!   table with parked changes, parks every later change of that table.
@@ -22,7 +22,7 @@ use super::statement::quote_mysql_ident;
 use super::value::write_string;
 use crate::journal::JournalRecord;
 
-/// Table in the target database that holds parked changes.
+/// Table in the target database that contains parked changes.
 pub const FAILED_TABLE: &str = "pg_to_mysql_sync_failed";
 
 /// Creates the failed-change table if it is missing.
@@ -237,7 +237,7 @@ pub(super) async fn load_for_retry(
         .collect())
 }
 
-/// The statement that deletes one entry.
+/// Builds the statement that deletes one entry.
 pub(super) fn delete_statement(journal_id: &str, seq: u64) -> String {
     let mut sql = format!(
         "DELETE FROM {} WHERE journal_id = ",
@@ -248,7 +248,7 @@ pub(super) fn delete_statement(journal_id: &str, seq: u64) -> String {
     sql
 }
 
-/// The statement that records another failed attempt of one entry.
+/// Builds the statement that records another failed attempt of one entry.
 pub(super) fn update_statement(
     journal_id: &str,
     seq: u64,

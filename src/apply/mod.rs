@@ -314,19 +314,19 @@ pub enum ApplyRequest {
     RetryFailed {
         /// Ids to retry; `None` for all.
         ids: Option<Vec<u64>>,
-        /// Where the result goes.
+        /// Channel for the result.
         reply: oneshot::Sender<Result<RetryReport, RunError>>,
     },
     /// Discard one parked change.
     DeleteFailed {
         /// The id.
         id: u64,
-        /// Where the result goes: whether the entry existed.
+        /// Channel for the result: whether the entry existed.
         reply: oneshot::Sender<Result<bool, RunError>>,
     },
 }
 
-/// Why a requested operation could not be done. Messages contain neither server text nor
+/// Reason a requested operation could not be done. Messages contain neither server text nor
 /// row values, so they can be returned to API clients.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RunError {
@@ -411,7 +411,7 @@ impl ApplyHandle {
     }
 }
 
-/// What woke the apply loop.
+/// Event that woke the apply loop.
 enum Wake {
     /// Automatic mode: changes are waiting, or a retry is due.
     Work,
