@@ -202,7 +202,8 @@ pub async fn sync_offline(config: &Config) -> anyhow::Result<()> {
         durable_rx,
         applied_tx,
         board,
-    );
+    )
+    .with_preflight(config.pg_url.clone());
     let report = applier.apply_pending(&CancellationToken::new()).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if report.parked > 0 && config.failed_change_policy == FailedChangePolicy::Park {

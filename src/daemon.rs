@@ -117,7 +117,8 @@ pub async fn run(config: Config, api: ApiConfig, version: &'static str) -> anyho
         durable_rx,
         applied_tx,
         board.clone(),
-    );
+    )
+    .with_preflight(config.pg_url.clone());
 
     // Whichever stage ends first, for any reason, stops the other one too.
     let capture_token = shutdown.clone();

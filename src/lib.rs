@@ -23,6 +23,7 @@ pub mod api;
 pub mod apply;
 mod backoff;
 pub mod capture;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod failpoint;

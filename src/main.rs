@@ -52,6 +52,15 @@ enum Command {
     /// Install the capture triggers in PostgreSQL and the checkpoint and failed-change tables
     /// in MySQL. Safe to run again, e.g. after changing SYNC_TABLES.
     Setup(SettingsArgs),
+    /// Compare each synced table with its MySQL target and report what would make apply fail
+    /// or lose data. Exits with status 1 when there are errors.
+    Check {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove the capture objects from PostgreSQL and the pg_to_mysql_sync tables from MySQL.
     Teardown {
         #[command(flatten)]
@@ -164,6 +173,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             daemon::run(config, api, VERSION).await
         }
         Command::Setup(settings) => setup(&Config::from_args(&settings)?).await,
+        Command::Check { settings, json } => check(&Config::from_args(&settings)?, json).await,
         Command::Teardown { settings, force } => {
             teardown(&Config::from_args(&settings)?, force).await
         }
@@ -229,6 +239,17 @@ async fn setup(config: &Config) -> anyhow::Result<()> {
     if !problems.is_empty() {
         anyhow::bail!("the MySQL target is not ready:\n{}", problems.join("\n"));
     }
+    let report = pg_to_mysql_sync::check::check(&pg, &mut mysql, &schemas).await?;
+    if !report.findings.is_empty() {
+        print!("{}", report.render());
+    }
+    let errors = report.count(pg_to_mysql_sync::check::Severity::Error);
+    if errors > 0 {
+        anyhow::bail!(
+            "the check found {errors} problems that would make apply halt or change values; \
+             fix them and run setup again"
+        );
+    }
     apply::ensure_checkpoint_table(&mut mysql)
         .await
         .map_err(mysql_failure)
@@ -250,6 +271,27 @@ async fn setup(config: &Config) -> anyhow::Result<()> {
         report.tables.len(),
         apply::CHECKPOINT_TABLE
     );
+
+    Ok(())
+}
+
+async fn check(config: &Config, json: bool) -> anyhow::Result<()> {
+    let pg = connect_pg(config).await?;
+    let schemas = schema::load_table_schemas(&pg, &config.tables).await?;
+    let mut mysql = apply::connect(&config.mysql_url)
+        .await
+        .map_err(mysql_failure)
+        .context("connect to MySQL")?;
+    let report = pg_to_mysql_sync::check::check(&pg, &mut mysql, &schemas).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    let errors = report.count(pg_to_mysql_sync::check::Severity::Error);
+    if errors > 0 {
+        anyhow::bail!("{errors} problems would make apply halt or change values; fix them first");
+    }
 
     Ok(())
 }

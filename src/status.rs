@@ -145,14 +145,19 @@ impl Metrics {
     }
 }
 
-/// Counts one change for a per-table counter.
-pub fn count_change(family: &Family<ChangeLabels, Counter>, table: &str, operation: &str) {
+/// Adds `count` changes of one table and operation to a per-table counter.
+pub fn count_change(
+    family: &Family<ChangeLabels, Counter>,
+    table: &str,
+    operation: &str,
+    count: u64,
+) {
     family
         .get_or_create(&ChangeLabels {
             table: table.to_string(),
             operation: operation.to_string(),
         })
-        .inc();
+        .inc_by(count);
 }
 
 /// State of the apply stage, as shown by `/status`.
@@ -472,7 +477,7 @@ mod tests {
     #[test]
     fn metrics_encode_with_prefix() {
         let board = Board::new(Mode::Automatic, FailedChangePolicy::Park);
-        count_change(&board.metrics.captured, "public.items", "insert");
+        count_change(&board.metrics.captured, "public.items", "insert", 1);
         board.metrics.batch_duration.observe(0.01);
         let text = board.encode_metrics(123);
         assert!(

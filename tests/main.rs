@@ -3,6 +3,7 @@
 mod support;
 
 mod api;
+mod check;
 mod cli;
 mod durability;
 mod modes;

@@ -167,7 +167,12 @@ async fn auto_check_applies_while_mysql_up() {
     assert_eq!(status, 503, "{body}");
     let (_, body) = api.call(Method::GET, "/status", None).await;
     assert_eq!(body["mysql"], "unreachable", "{body}");
-    assert_eq!(body["journal"]["backlog_records"], 4, "{body}");
+    assert_eq!(
+        body["journal"]["backlog_records"],
+        4,
+        "{body}\nlog:\n{}",
+        daemon.log()
+    );
 
     // Back up: the next interval applies the backlog.
     proxy.restore();

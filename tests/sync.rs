@@ -471,7 +471,9 @@ async fn numeric_beyond_the_target_scale_halts_instead_of_rounding() {
     let databases = Databases::create("scale").await;
     databases
         .create_tables(
-            "CREATE TABLE prices (id int PRIMARY KEY, amount numeric(12,4))",
+            // An unconstrained numeric passes the check with a warning, and only values with
+            // more fraction digits than the target's scale are rejected.
+            "CREATE TABLE prices (id int PRIMARY KEY, amount numeric)",
             "CREATE TABLE prices (id INT PRIMARY KEY, amount DECIMAL(12,2)) ENGINE=InnoDB",
         )
         .await;

@@ -54,6 +54,11 @@ pub use target::{
 };
 pub use value::write_literal;
 
+/// Appends `text` as a MySQL string literal, for sessions with `NO_BACKSLASH_ESCAPES`.
+pub fn write_string_literal(out: &mut String, text: &str) {
+    value::write_string(out, text);
+}
+
 use crate::backoff::Backoff;
 use crate::config::{FailedChangePolicy, Mode, Secret};
 use crate::journal::{JournalError, JournalReader, JournalRecord, release_segments};
@@ -141,6 +146,9 @@ pub enum ApplyError {
     /// The journal could not be read.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The preflight check could not read a catalog.
+    #[error("the preflight check failed: {0}")]
+    Preflight(String),
     /// A parked change stored in the failed-change log cannot be read back.
     #[error("{0}")]
     Stored(String),
@@ -445,6 +453,10 @@ pub struct Applier {
     session: Option<Session>,
     transient: Backoff,
     halted: Backoff,
+    /// PostgreSQL URL for the preflight check at every connect; `None` skips it.
+    preflight_pg_url: Option<Secret>,
+    /// Whether the check's warnings were logged already; they are logged once.
+    warnings_logged: bool,
 }
 
 impl Applier {
@@ -477,7 +489,64 @@ impl Applier {
             session: None,
             transient: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             halted: Backoff::new(Duration::from_secs(5), Duration::from_secs(60)),
+            preflight_pg_url: None,
+            warnings_logged: false,
         }
+    }
+
+    /// Runs the full preflight check ([`crate::check`]) at every connect, reading the source
+    /// definitions from PostgreSQL at `pg_url`. Its errors halt apply until they are fixed.
+    pub fn with_preflight(mut self, pg_url: Secret) -> Self {
+        self.preflight_pg_url = Some(pg_url);
+        self
+    }
+
+    /// Runs the preflight check, when configured. Returns its errors; logs its warnings once.
+    /// When PostgreSQL cannot be reached the check is skipped with a warning, because the
+    /// checks of `check_target_tables` already ran and capture reconnects on its own.
+    async fn preflight(&mut self, conn: &mut Conn) -> Result<Vec<String>, ApplyError> {
+        let Some(pg_url) = &self.preflight_pg_url else {
+            return Ok(Vec::new());
+        };
+        let pg = match tokio::time::timeout(
+            Duration::from_secs(10),
+            crate::capture::connect_pg(pg_url),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => connection.client,
+            Ok(Err(error)) => {
+                warn!(error = %error, "cannot reach PostgreSQL for the preflight check; skipped it");
+                return Ok(Vec::new());
+            }
+            Err(_) => {
+                warn!("connecting to PostgreSQL for the preflight check timed out; skipped it");
+                return Ok(Vec::new());
+            }
+        };
+        let schemas: Vec<TableSchema> = self
+            .plans
+            .values()
+            .map(|plan| plan.schema.clone())
+            .collect();
+        let report = crate::check::check(&pg, conn, &schemas)
+            .await
+            .map_err(|error| ApplyError::Preflight(error.to_string()))?;
+        if !self.warnings_logged {
+            for finding in &report.findings {
+                if finding.severity == crate::check::Severity::Warning {
+                    warn!(table = %finding.table, "preflight check: {}", finding.message);
+                }
+            }
+            self.warnings_logged = true;
+        }
+
+        Ok(report
+            .findings
+            .into_iter()
+            .filter(|finding| finding.severity == crate::check::Severity::Error)
+            .map(|finding| format!("{}: {}", finding.table, finding.message))
+            .collect())
     }
 
     /// Applies until `shutdown`, in the mode the board sets, and serves requests. A batch in
@@ -721,6 +790,10 @@ impl Applier {
         if !problems.is_empty() {
             return Err(ApplyError::Target(problems));
         }
+        let problems = self.preflight(&mut conn).await?;
+        if !problems.is_empty() {
+            return Err(ApplyError::Target(problems));
+        }
         target::read_target_scales(&mut conn, self.plans.values_mut())
             .await
             .map_err(mysql_error("read the target column scales"))?;
@@ -835,15 +908,28 @@ impl Applier {
         Ok(report)
     }
 
+    /// Adds a batch to the per-table counters, counting per table and operation first, so
+    /// that the labels are built once per batch rather than once per record.
     fn count_applied(&self, batch: &[JournalRecord], parked: &[NewFailure]) {
-        let metrics = &self.board.metrics;
+        let mut applied: HashMap<(&str, &'static str), u64> = HashMap::new();
+        let mut parked_counts: HashMap<(&str, &'static str), u64> = HashMap::new();
         let mut parked_seqs = parked.iter().map(|failure| failure.record.seq).peekable();
         for record in batch {
-            if parked_seqs.peek() == Some(&record.seq) {
+            let counts = if parked_seqs.peek() == Some(&record.seq) {
                 parked_seqs.next();
-                count_change(&metrics.parked, &record.table, record.op.name());
+                &mut parked_counts
             } else {
-                count_change(&metrics.applied, &record.table, record.op.name());
+                &mut applied
+            };
+            *counts.entry((&record.table, record.op.name())).or_default() += 1;
+        }
+        let metrics = &self.board.metrics;
+        for (family, counts) in [
+            (&metrics.applied, applied),
+            (&metrics.parked, parked_counts),
+        ] {
+            for ((table, operation), count) in counts {
+                count_change(family, table, operation, count);
             }
         }
     }

@@ -18,7 +18,6 @@
 //! Delivery to the journal is exactly once; the durable sequence number is published to the
 //! apply stage through a watch channel after each fsync.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +35,7 @@ use crate::journal::{
     ChangeLogKey, JournalError, JournalWriter, NewChange, Operation, compact_json, parse_row_image,
     write_row_image,
 };
-use crate::status::{Board, ChangeLabels};
+use crate::status::{Board, count_change};
 use crate::telemetry::ErrorChain;
 
 /// Advisory lock key held by the draining session.
@@ -301,26 +300,25 @@ impl Drainer {
         }
 
         let count = changes.len();
-        let mut counts: HashMap<(String, &'static str), u64> = HashMap::new();
+        // A batch touches few tables, so a short list beats a map that copies every name.
+        let mut counts: Vec<(String, &'static str, u64)> = Vec::new();
         for change in &changes {
-            *counts
-                .entry((change.table.clone(), change.op.name()))
-                .or_default() += 1;
+            let operation = change.op.name();
+            match counts
+                .iter_mut()
+                .find(|(table, op, _)| *op == operation && *table == change.table)
+            {
+                Some((_, _, count)) => *count += 1,
+                None => counts.push((change.table.clone(), operation, 1)),
+            }
         }
         let appended = self.append(changes).await?;
         self.pending_keys = keys;
         // The records are durable from here on, whether or not the delete below commits.
         self.durable_seq.send_replace(appended.last_seq);
         self.board.batch_journaled(appended.last_seq);
-        for ((table, operation), count) in counts {
-            self.board
-                .metrics
-                .captured
-                .get_or_create(&ChangeLabels {
-                    table,
-                    operation: operation.to_string(),
-                })
-                .inc_by(count);
+        for (table, operation, count) in counts {
+            count_change(&self.board.metrics.captured, &table, operation, count);
         }
         debug!(
             rows = count,
