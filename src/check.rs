@@ -89,14 +89,14 @@ impl Report {
     }
 }
 
-/// A PostgreSQL column with the details the check needs.
+/// A PostgreSQL column's details from `information_schema.columns`.
 #[derive(Debug, Clone)]
-struct SourceColumn {
-    nullable: bool,
-    max_length: Option<i32>,
-    precision: Option<i32>,
-    scale: Option<i32>,
-    datetime_precision: Option<i32>,
+pub(crate) struct SourceColumn {
+    pub(crate) nullable: bool,
+    pub(crate) max_length: Option<i32>,
+    pub(crate) precision: Option<i32>,
+    pub(crate) scale: Option<i32>,
+    pub(crate) datetime_precision: Option<i32>,
 }
 
 /// A MySQL column as `information_schema.COLUMNS` describes it.
@@ -178,7 +178,8 @@ async fn check_server(mysql: &mut Conn, report: &mut Report) -> Result<(), Check
     Ok(())
 }
 
-async fn source_columns(
+/// Reads the details of a table's columns, by column name.
+pub(crate) async fn source_columns(
     pg: &tokio_postgres::Client,
     schema: &TableSchema,
 ) -> Result<HashMap<String, SourceColumn>, CheckError> {

@@ -25,6 +25,7 @@ mod backoff;
 pub mod capture;
 pub mod check;
 pub mod config;
+pub mod create;
 pub mod daemon;
 pub mod failpoint;
 pub mod journal;

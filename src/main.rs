@@ -9,7 +9,7 @@ use pg_to_mysql_sync::config::{
 };
 use pg_to_mysql_sync::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal};
 use pg_to_mysql_sync::telemetry::{LogFormat, init_tracing};
-use pg_to_mysql_sync::{apply, capture, daemon, schema};
+use pg_to_mysql_sync::{apply, capture, create, daemon, schema};
 
 mod commands;
 
@@ -51,7 +51,13 @@ enum Command {
     },
     /// Install the capture triggers in PostgreSQL and the checkpoint and failed-change tables
     /// in MySQL. Safe to run again, e.g. after changing SYNC_TABLES.
-    Setup(SettingsArgs),
+    Setup {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Create missing MySQL tables from the PostgreSQL definitions.
+        #[arg(long)]
+        create_tables: bool,
+    },
     /// Compare each synced table with its MySQL target and report what would make apply fail
     /// or lose data. Exits with status 1 when there are errors.
     Check {
@@ -172,7 +178,10 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
             let api = ApiConfig::from_args(&api)?;
             daemon::run(config, api, VERSION).await
         }
-        Command::Setup(settings) => setup(&Config::from_args(&settings)?).await,
+        Command::Setup {
+            settings,
+            create_tables,
+        } => setup(&Config::from_args(&settings)?, create_tables).await,
         Command::Check { settings, json } => check(&Config::from_args(&settings)?, json).await,
         Command::Teardown { settings, force } => {
             teardown(&Config::from_args(&settings)?, force).await
@@ -223,7 +232,7 @@ async fn connect_pg(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
     Ok(capture::connect_pg(&config.pg_url).await?.client)
 }
 
-async fn setup(config: &Config) -> anyhow::Result<()> {
+async fn setup(config: &Config, create_tables: bool) -> anyhow::Result<()> {
     let mut pg = connect_pg(config).await?;
     let schemas = schema::load_table_schemas(&pg, &config.tables).await?;
 
@@ -231,6 +240,23 @@ async fn setup(config: &Config) -> anyhow::Result<()> {
         .await
         .map_err(mysql_failure)
         .context("connect to MySQL")?;
+    if create_tables {
+        let flavor = create::Flavor::detect(&mut mysql)
+            .await
+            .map_err(mysql_failure)
+            .context("read the MySQL version")?;
+        for schema in &schemas {
+            if create::table_exists(&mut mysql, &schema.name.name)
+                .await
+                .map_err(mysql_failure)
+                .context("look for the MySQL table")?
+            {
+                continue;
+            }
+            let sql = create::create_table(&pg, &mut mysql, schema, flavor).await?;
+            println!("created the MySQL table for {}:\n{sql}", schema.name);
+        }
+    }
     let plans: Vec<apply::TablePlan> = schemas.iter().cloned().map(apply::TablePlan::new).collect();
     let problems = apply::check_target_tables(&mut mysql, plans.iter())
         .await

@@ -162,3 +162,122 @@ async fn daemon_halts_on_check_errors_until_fixed() {
     assert!(daemon.stop().success(), "{}", daemon.log());
     databases.drop_all().await;
 }
+
+const CREATED_PG: &str = "CREATE TYPE tier AS ENUM ('basic', 'gold');
+CREATE TABLE wide (
+    region text,
+    id integer,
+    code char(5),
+    title varchar(300),
+    short_name varchar(40) NOT NULL DEFAULT '',
+    amount numeric(12,4),
+    ratio numeric,
+    score real,
+    weight double precision,
+    active boolean,
+    born date,
+    seen timestamptz(3),
+    at_time time,
+    blob bytea,
+    doc jsonb,
+    tags integer[],
+    ref uuid,
+    level tier,
+    PRIMARY KEY (region, id)
+)";
+
+const CREATED_PG_SELECT: &str = "SELECT region, id::text, code, title, short_name, amount::text,
+    ratio::text, score::text, weight::text, active::int::text, born::text,
+    to_char(seen AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), to_char(at_time, 'HH24:MI:SS'),
+    encode(blob, 'hex'), doc::text, to_json(tags)::text, ref::text, level::text
+    FROM wide ORDER BY region COLLATE \"C\", id";
+
+/// An unconstrained numeric becomes DECIMAL(65,30), which pads the fraction with zeros: the
+/// same value, written longer.
+const CREATED_MYSQL_SELECT: &str = "SELECT region, id, code, title, short_name, amount,
+    TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM ratio)),
+    score, weight, active, born, DATE_FORMAT(seen, '%Y-%m-%d %H:%i:%s.%f'), TIME_FORMAT(at_time, '%H:%i:%s'),
+    LOWER(HEX(`blob`)), doc, tags, ref, level
+    FROM wide ORDER BY region, id";
+
+#[tokio::test]
+async fn created_tables_pass_check_and_round_trip() {
+    let databases = Databases::create("createtables").await;
+    databases.create_tables(CREATED_PG, "").await;
+    let pipeline = Pipeline::new(&databases, "public.wide");
+    let output = pipeline.run_cli(&["setup", "--create-tables"]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout(&output).contains("created the MySQL table for public.wide"),
+        "{}",
+        stdout(&output)
+    );
+    let output = pipeline.run_cli(&["check"]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    assert!(stdout(&output).contains("0 errors"), "{}", stdout(&output));
+
+    // A second setup leaves the existing table alone.
+    let output = pipeline.run_cli(&["setup", "--create-tables"]);
+    assert!(output.status.success());
+    assert!(!stdout(&output).contains("created the MySQL table"));
+
+    let mut daemon = pipeline.start();
+    databases
+        .pg()
+        .await
+        .batch_execute(
+            r#"INSERT INTO wide VALUES
+            ('Nord', 1, 'ab', repeat('x', 300), 'Ärger 😀', 12345678.1234, 0.000000000000000000000000000001,
+             1.5, 1.5e10, true, '2024-02-29', '2024-05-01 10:00:00.123+02', '23:59:59', '\x00ff',
+             '{"a": [1, 2.50]}', '{1,NULL,3}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'gold'),
+            ('nord', 1, NULL, NULL, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+             NULL, NULL, NULL),
+            ('nord ', 1, 'x    ', '', ' ', -1, 123456789012345678901234567890.5, -0.25, -2.5,
+             false, '0001-01-01', '1970-01-01 00:00:00+00', '00:00:00', '\x', 'null', '{}',
+             NULL, 'basic')"#,
+        )
+        .await
+        .unwrap();
+    let rows = databases
+        .wait_until_equal(
+            CREATED_PG_SELECT,
+            CREATED_MYSQL_SELECT,
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(
+        rows.len(),
+        3,
+        "keys differing in case and trailing space stay apart"
+    );
+    assert!(daemon.stop().success(), "{}", daemon.log());
+    databases.drop_all().await;
+}
+
+#[tokio::test]
+async fn create_tables_rejects_case_twins() {
+    let databases = Databases::create("createnames").await;
+    databases
+        .create_tables(
+            "CREATE TABLE twins (id int PRIMARY KEY, \"Name\" text, name text)",
+            "",
+        )
+        .await;
+    for (table, expected) in [(
+        "public.twins",
+        "columns `Name` and `name` differ only in case",
+    )] {
+        let pipeline = Pipeline::new(&databases, table);
+        let output = pipeline.run_cli(&["setup", "--create-tables"]);
+        assert!(!output.status.success(), "{table}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{table}: {stderr}");
+        assert!(stderr.contains("rename"), "{table}: {stderr}");
+    }
+    databases.drop_all().await;
+}

@@ -1,0 +1,314 @@
+//! Creating MySQL target tables from PostgreSQL definitions, for `setup --create-tables`.
+//!
+//! Column types follow docs/types.md. Every column keeps its name, NOT NULL and the primary
+//! key carry over, the table is InnoDB with utf8mb4, and text key columns get a binary no-pad
+//! collation, so that keys distinct in PostgreSQL by case, accent or trailing space stay
+//! distinct in MySQL.
+//!
+//! Secondary unique indexes are not created. `INSERT … ON DUPLICATE KEY UPDATE` matches rows
+//! by every unique index, so on a table with one a change that moves a unique value between
+//! rows could update the wrong row. PostgreSQL already enforces the uniqueness of what arrives.
+
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+
+use crate::apply::{quote_mysql_ident, write_string_literal};
+use crate::check::{SourceColumn, source_columns};
+use crate::schema::{PgType, TableSchema};
+
+/// Longest MySQL identifier, in characters. PostgreSQL's own limit of 63 bytes keeps names
+/// below it, unless the server was built with a larger `NAMEDATALEN`.
+const MAX_IDENTIFIER_CHARS: usize = 64;
+
+/// Longest InnoDB index key in bytes, with the DYNAMIC row format of MySQL 8 and MariaDB 10.3+.
+const MAX_KEY_BYTES: usize = 3072;
+
+/// Bytes per character of utf8mb4.
+const UTF8MB4_BYTES: usize = 4;
+
+/// VARCHAR lengths up to this many characters are created as VARCHAR; longer or unbounded
+/// text becomes LONGTEXT, which does not count towards MySQL's 65,535-byte row limit.
+const MAX_VARCHAR_CHARS: i32 = 255;
+
+/// A table that cannot be created as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// A name does not fit MySQL.
+    #[error("cannot create the MySQL table for {table}: {reason}")]
+    Name {
+        /// Source table.
+        table: String,
+        /// What is wrong, and the fix.
+        reason: String,
+    },
+    /// A catalog query failed.
+    #[error(transparent)]
+    Catalog(#[from] crate::check::CheckError),
+    /// The CREATE TABLE failed.
+    #[error("failed to create the MySQL table for {table}: {}", crate::apply::describe_mysql_error(.source))]
+    Create {
+        /// Source table.
+        table: String,
+        /// The cause.
+        source: mysql_async::Error,
+    },
+}
+
+/// Which server the statement is for; they name their exact collation differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// MariaDB: `utf8mb4_nopad_bin`.
+    MariaDb,
+    /// MySQL 8: `utf8mb4_0900_bin`.
+    MySql,
+}
+
+impl Flavor {
+    /// Reads the server's flavor from its version string.
+    pub async fn detect(mysql: &mut Conn) -> Result<Flavor, mysql_async::Error> {
+        let version: Option<String> = mysql.query_first("SELECT VERSION()").await?;
+        Ok(
+            if version.is_some_and(|version| version.to_ascii_lowercase().contains("mariadb")) {
+                Flavor::MariaDb
+            } else {
+                Flavor::MySql
+            },
+        )
+    }
+
+    fn exact_collation(self) -> &'static str {
+        match self {
+            Flavor::MariaDb => "utf8mb4_nopad_bin",
+            Flavor::MySql => "utf8mb4_0900_bin",
+        }
+    }
+}
+
+/// Tells whether the MySQL table exists.
+pub async fn table_exists(mysql: &mut Conn, table: &str) -> Result<bool, mysql_async::Error> {
+    let mut sql = "SELECT COUNT(*) FROM information_schema.TABLES \
+                   WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = "
+        .to_string();
+    write_string_literal(&mut sql, table);
+    let count: Option<u64> = mysql.query_first(sql).await?;
+    Ok(count.unwrap_or(0) > 0)
+}
+
+/// Builds the CREATE TABLE statement for a synced table.
+pub async fn create_table_statement(
+    pg: &tokio_postgres::Client,
+    schema: &TableSchema,
+    flavor: Flavor,
+) -> Result<String, CreateError> {
+    check_names(schema)?;
+    let source = source_columns(pg, schema).await?;
+
+    // Text key columns share what the other key columns leave of the index size limit.
+    let key_text_columns = schema
+        .key_columns()
+        .filter(|column| is_text_key(column.pg_type))
+        .count();
+    let key_fixed_bytes: usize = schema
+        .key_columns()
+        .filter(|column| !is_text_key(column.pg_type))
+        .map(|column| fixed_key_bytes(column.pg_type))
+        .sum();
+    let key_text_chars = if key_text_columns == 0 {
+        0
+    } else {
+        (MAX_KEY_BYTES.saturating_sub(key_fixed_bytes) / UTF8MB4_BYTES / key_text_columns).max(1)
+    };
+
+    let mut lines = Vec::new();
+    for (index, column) in schema.columns.iter().enumerate() {
+        let is_key = schema.key.contains(&index);
+        let details = source.get(&column.name);
+        let mut line = format!(
+            "{} {}",
+            quote_mysql_ident(&column.name),
+            column_type(column.pg_type, details, is_key, key_text_chars, flavor)
+        );
+        let nullable = details.is_none_or(|details| details.nullable);
+        if is_key || !nullable {
+            line.push_str(" NOT NULL");
+        }
+        lines.push(line);
+    }
+    let key: Vec<String> = schema
+        .key_columns()
+        .map(|column| quote_mysql_ident(&column.name))
+        .collect();
+    lines.push(format!("PRIMARY KEY ({})", key.join(", ")));
+
+    let mut comment = String::new();
+    write_string_literal(
+        &mut comment,
+        &format!("created by pg-to-mysql-sync from {}", schema.name),
+    );
+    Ok(format!(
+        "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT={comment}",
+        quote_mysql_ident(&schema.name.name),
+        lines.join(",\n  ")
+    ))
+}
+
+/// Creates the table.
+pub async fn create_table(
+    pg: &tokio_postgres::Client,
+    mysql: &mut Conn,
+    schema: &TableSchema,
+    flavor: Flavor,
+) -> Result<String, CreateError> {
+    let sql = create_table_statement(pg, schema, flavor).await?;
+    mysql
+        .query_drop(&sql)
+        .await
+        .map_err(|source| CreateError::Create {
+            table: schema.name.to_string(),
+            source,
+        })?;
+    Ok(sql)
+}
+
+/// Rejects names longer than MySQL allows, and column names that MySQL, which compares them
+/// without case, would take as one.
+fn check_names(schema: &TableSchema) -> Result<(), CreateError> {
+    let error = |reason: String| CreateError::Name {
+        table: schema.name.to_string(),
+        reason,
+    };
+    if schema.name.name.chars().count() > MAX_IDENTIFIER_CHARS {
+        return Err(error(format!(
+            "the table name has more than {MAX_IDENTIFIER_CHARS} characters, MySQL's limit; \
+             rename the table in PostgreSQL, or create the MySQL table yourself"
+        )));
+    }
+    for (index, column) in schema.columns.iter().enumerate() {
+        if column.name.chars().count() > MAX_IDENTIFIER_CHARS {
+            return Err(error(format!(
+                "column `{}` has more than {MAX_IDENTIFIER_CHARS} characters, MySQL's limit; \
+                 rename it in PostgreSQL",
+                column.name
+            )));
+        }
+        let folded = column.name.to_lowercase();
+        if let Some(other) = schema.columns[..index]
+            .iter()
+            .find(|other| other.name.to_lowercase() == folded)
+        {
+            return Err(error(format!(
+                "columns `{}` and `{}` differ only in case, and MySQL column names ignore case; \
+                 rename one of them in PostgreSQL",
+                other.name, column.name
+            )));
+        }
+    }
+
+    Ok(())
+}
+
+/// Tells whether a key column of this type becomes a text column in MySQL.
+fn is_text_key(pg_type: PgType) -> bool {
+    !matches!(
+        pg_type,
+        PgType::Int2
+            | PgType::Int4
+            | PgType::Int8
+            | PgType::Numeric
+            | PgType::Money
+            | PgType::Bool
+            | PgType::Date
+            | PgType::Timestamp
+            | PgType::Timestamptz
+            | PgType::Time
+            | PgType::Uuid
+            | PgType::Bytea
+    )
+}
+
+/// Index bytes of a non-text key column; an upper estimate for DECIMAL and binary columns.
+fn fixed_key_bytes(pg_type: PgType) -> usize {
+    match pg_type {
+        PgType::Int2 => 2,
+        PgType::Int4 | PgType::Date => 4,
+        PgType::Int8 | PgType::Timestamp | PgType::Timestamptz | PgType::Time => 8,
+        PgType::Bool => 1,
+        PgType::Uuid => 36,
+        PgType::Numeric | PgType::Money => 32,
+        _ => 256,
+    }
+}
+
+fn column_type(
+    pg_type: PgType,
+    source: Option<&SourceColumn>,
+    is_key: bool,
+    key_text_chars: usize,
+    flavor: Flavor,
+) -> String {
+    let length = source.and_then(|source| source.max_length);
+    let exact = flavor.exact_collation();
+    // Text that must compare exactly: key columns get a binary no-pad collation.
+    let text = |chars: Option<i32>| -> String {
+        match (is_key, chars) {
+            (true, Some(chars)) if (chars as usize) <= key_text_chars => {
+                format!("VARCHAR({chars}) COLLATE {exact}")
+            }
+            (true, _) => format!("VARCHAR({key_text_chars}) COLLATE {exact}"),
+            (false, Some(chars)) if chars <= MAX_VARCHAR_CHARS => format!("VARCHAR({chars})"),
+            (false, _) => "LONGTEXT".to_string(),
+        }
+    };
+    match pg_type {
+        PgType::Int2 => "SMALLINT".into(),
+        PgType::Int4 => "INT".into(),
+        PgType::Int8 => "BIGINT".into(),
+        PgType::Numeric => match (
+            source.and_then(|source| source.precision),
+            source.and_then(|source| source.scale),
+        ) {
+            (Some(precision), Some(scale)) if precision <= 65 && scale <= 30 => {
+                format!("DECIMAL({precision},{scale})")
+            }
+            // Without a declared precision, the widest DECIMAL; values beyond it halt apply.
+            _ => "DECIMAL(65,30)".into(),
+        },
+        PgType::Money => "DECIMAL(19,2)".into(),
+        PgType::Float4 => "FLOAT".into(),
+        PgType::Float8 => "DOUBLE".into(),
+        PgType::Bool => "BOOLEAN".into(),
+        PgType::Date => "DATE".into(),
+        PgType::Timestamp | PgType::Timestamptz => format!(
+            "DATETIME({})",
+            source
+                .and_then(|source| source.datetime_precision)
+                .unwrap_or(6)
+        ),
+        PgType::Time => format!(
+            "TIME({})",
+            source
+                .and_then(|source| source.datetime_precision)
+                .unwrap_or(6)
+        ),
+        PgType::Uuid => "CHAR(36) CHARACTER SET ascii COLLATE ascii_bin".into(),
+        PgType::Bytea if is_key => format!("VARBINARY({})", key_text_chars * UTF8MB4_BYTES),
+        PgType::Bytea => "LONGBLOB".into(),
+        PgType::Json | PgType::Jsonb | PgType::Hstore | PgType::Array | PgType::Composite => {
+            "JSON".into()
+        }
+        PgType::Timetz => text(Some(24)),
+        PgType::Interval => text(Some(64)),
+        PgType::Inet | PgType::Cidr => text(Some(43)),
+        PgType::Macaddr => text(Some(17)),
+        PgType::Macaddr8 => text(Some(23)),
+        // Enum labels are at most 63 bytes.
+        PgType::Enum => text(Some(63)),
+        PgType::Bit | PgType::Varbit => text(length),
+        PgType::Text
+        | PgType::Varchar
+        | PgType::Bpchar
+        | PgType::Citext
+        | PgType::Xml
+        | PgType::Tsvector => text(length),
+    }
+}
