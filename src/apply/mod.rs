@@ -1067,6 +1067,8 @@ impl Applier {
                 continue;
             }
             if still_parked.blocks(&entry.table, key) {
+                // A blocked TRUNCATE must block the later changes of its table too.
+                still_parked.add(&entry.table, key);
                 report.still_failed.push(entry.seq);
                 continue;
             }
