@@ -271,6 +271,37 @@ async fn rejected_change_halts_with_halt_policy() {
 }
 
 #[tokio::test]
+async fn manual_mode_status_shows_halt() {
+    let databases = Databases::create("manualhalt").await;
+    let mut pipeline = items_pipeline(&databases).await;
+    reject_unlucky_quantities(&databases).await;
+    pipeline.set("MODE", "manual");
+    let api = pipeline.enable_api();
+    let daemon = pipeline.start();
+    api.wait_until_up(&daemon).await;
+
+    insert_items(&databases, 12..15).await;
+    databases.wait_until_journaled().await;
+    let (code, body) = api.call(Method::POST, "/sync", None).await;
+    assert_eq!(code, 409, "{body}");
+    let (_, status) = api.call(Method::GET, "/status", None).await;
+    assert_eq!(status["apply"]["state"], "halted", "{status}");
+    let error = status["apply"]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("MySQL error"), "{status}");
+
+    // A successful run clears the halt.
+    allow_unlucky_quantities(&databases).await;
+    let (code, body) = api.call(Method::POST, "/sync", None).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, status) = api.call(Method::GET, "/status", None).await;
+    assert_eq!(status["apply"]["state"], "idle", "{status}");
+    assert_eq!(status["apply"]["last_error"], json!(null), "{status}");
+
+    drop(daemon);
+    databases.drop_all().await;
+}
+
+#[tokio::test]
 async fn park_policy_parks_then_retries() {
     let databases = Databases::create("park").await;
     let mut pipeline = items_pipeline(&databases).await;

@@ -696,7 +696,7 @@ impl Applier {
             debug!("apply disconnected from MySQL");
         }
         if self.board.mode() != Mode::Automatic {
-            self.board.apply_phase(ApplyPhase::Idle, None);
+            self.board.apply_idle();
         }
     }
 
