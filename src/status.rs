@@ -295,6 +295,15 @@ impl Board {
         state.apply_error = error;
     }
 
+    /// Records that the apply stage is idle between runs. A halted or unavailable
+    /// phase and its error stay until a later run succeeds.
+    pub fn apply_idle(&self) {
+        let mut state = self.state();
+        if state.apply_phase == ApplyPhase::Running {
+            state.apply_phase = ApplyPhase::Idle;
+        }
+    }
+
     /// Records a MySQL commit up to `applied_seq`.
     pub fn applied(&self, applied_seq: u64) {
         let mut state = self.state();

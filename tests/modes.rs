@@ -276,6 +276,37 @@ async fn rejected_change_halts_with_halt_policy() {
 }
 
 #[tokio::test]
+async fn manual_mode_status_shows_halt() {
+    let databases = Databases::create("manualhalt").await;
+    let mut pipeline = items_pipeline(&databases).await;
+    reject_unlucky_quantities(&databases).await;
+    pipeline.set("MODE", "manual");
+    let api = pipeline.enable_api();
+    let daemon = pipeline.start();
+    api.wait_until_up(&daemon).await;
+
+    insert_items(&databases, 12..15).await;
+    databases.wait_until_journaled().await;
+    let (code, body) = api.call(Method::POST, "/sync", None).await;
+    assert_eq!(code, 409, "{body}");
+    let (_, status) = api.call(Method::GET, "/status", None).await;
+    assert_eq!(status["apply"]["state"], "halted", "{status}");
+    let error = status["apply"]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("MySQL error"), "{status}");
+
+    // A successful run clears the halt.
+    allow_unlucky_quantities(&databases).await;
+    let (code, body) = api.call(Method::POST, "/sync", None).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, status) = api.call(Method::GET, "/status", None).await;
+    assert_eq!(status["apply"]["state"], "idle", "{status}");
+    assert_eq!(status["apply"]["last_error"], json!(null), "{status}");
+
+    drop(daemon);
+    databases.drop_all().await;
+}
+
+#[tokio::test]
 async fn park_policy_parks_then_retries() {
     let databases = Databases::create("park").await;
     let mut pipeline = items_pipeline(&databases).await;
@@ -392,6 +423,62 @@ async fn parked_change_can_be_discarded() {
         .await
         .unwrap();
     items_equal(&databases, Duration::from_secs(10)).await;
+
+    drop(daemon);
+    databases.drop_all().await;
+}
+
+#[tokio::test]
+async fn retry_by_id_keeps_blocked_truncate_first() {
+    let databases = Databases::create("retrytrunc").await;
+    let mut pipeline = items_pipeline(&databases).await;
+    reject_unlucky_quantities(&databases).await;
+    pipeline.set("FAILED_CHANGE_POLICY", "park");
+    let api = pipeline.enable_api();
+    let daemon = pipeline.start();
+    api.wait_until_up(&daemon).await;
+
+    // Row 13 is parked, the TRUNCATE waits behind it, and the insert of row 20 waits behind
+    // the TRUNCATE.
+    insert_items(&databases, 12..15).await;
+    let pg = databases.pg().await;
+    pg.batch_execute("TRUNCATE items").await.unwrap();
+    insert_items(&databases, 20..21).await;
+    let mut failed = Vec::new();
+    for _ in 0..150 {
+        let (_, body) = api.call(Method::GET, "/sync/failed", None).await;
+        failed = body["failed"].as_array().unwrap().clone();
+        if failed.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    let parked_13 = failed[0]["id"].as_u64().unwrap();
+    assert_eq!(failed[1]["operation"], "truncate", "{failed:?}");
+    let insert_20 = failed[2]["id"].as_u64().unwrap();
+
+    // Retrying the insert alone must not pass the TRUNCATE that is still blocked.
+    let (code, report) = api
+        .call(
+            Method::POST,
+            "/sync/failed/retry",
+            Some(json!({ "ids": [insert_20] })),
+        )
+        .await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["applied"], json!([]), "{report}");
+    assert_eq!(mysql_count(&databases).await, 2, "rows 12 and 14 only");
+
+    // Discarding row 13's change releases the TRUNCATE and then the insert, in order.
+    let (code, _) = api
+        .call(Method::DELETE, &format!("/sync/failed/{parked_13}"), None)
+        .await;
+    assert_eq!(code, 204);
+    let (code, report) = api.call(Method::POST, "/sync/failed/retry", None).await;
+    assert_eq!(code, 200, "{report}");
+    items_equal(&databases, Duration::from_secs(5)).await;
+    assert_eq!(mysql_count(&databases).await, 1);
 
     drop(daemon);
     databases.drop_all().await;

@@ -765,7 +765,7 @@ impl Applier {
             debug!("apply disconnected from MySQL");
         }
         if self.board.mode() != Mode::Automatic {
-            self.board.apply_phase(ApplyPhase::Idle, None);
+            self.board.apply_idle();
         }
     }
 
@@ -1153,6 +1153,8 @@ impl Applier {
                 continue;
             }
             if still_parked.blocks(&entry.table, key) {
+                // A blocked TRUNCATE must block the later changes of its table too.
+                still_parked.add(&entry.table, key);
                 report.still_failed.push(entry.seq);
                 continue;
             }
