@@ -113,11 +113,10 @@ pub async fn create_table_statement(
         .filter(|column| !is_text_key(column.pg_type))
         .map(|column| fixed_key_bytes(column.pg_type))
         .sum();
-    let key_text_chars = if key_text_columns == 0 {
-        0
-    } else {
-        (MAX_KEY_BYTES.saturating_sub(key_fixed_bytes) / UTF8MB4_BYTES / key_text_columns).max(1)
-    };
+    let key_text_chars = (MAX_KEY_BYTES.saturating_sub(key_fixed_bytes) / UTF8MB4_BYTES)
+        .checked_div(key_text_columns)
+        .unwrap_or(0)
+        .max(1);
 
     let mut lines = Vec::new();
     for (index, column) in schema.columns.iter().enumerate() {
