@@ -141,9 +141,16 @@ pub enum CheckError {
     /// A PostgreSQL catalog query failed.
     #[error("failed to read the PostgreSQL catalog: {0}")]
     Postgres(#[from] tokio_postgres::Error),
-    /// A MySQL catalog query failed.
+    /// A MySQL catalog query failed. The error is not chained as a source, because its server
+    /// text could quote values.
     #[error("failed to read the MySQL catalog: {}", crate::apply::describe_mysql_error(.0))]
-    Mysql(#[from] mysql_async::Error),
+    Mysql(mysql_async::Error),
+}
+
+impl From<mysql_async::Error> for CheckError {
+    fn from(error: mysql_async::Error) -> Self {
+        CheckError::Mysql(error)
+    }
 }
 
 async fn check_server(mysql: &mut Conn, report: &mut Report) -> Result<(), CheckError> {

@@ -195,6 +195,27 @@ impl ApiConfig {
             });
         }
         let jwt_ttl = parse_seconds(&args.jwt_ttl, "JWT_TTL", 10..=86_400)?;
+        let cert_path = non_empty_path(&args.https_cert_path);
+        let key_path = non_empty_path(&args.https_key_path);
+        match (&cert_path, &key_path) {
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    key: "HTTPS_KEY_PATH",
+                    reason: "HTTPS_CERT_PATH is set but HTTPS_KEY_PATH is not; set both, or \
+                             neither for a generated certificate"
+                        .to_string(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "HTTPS_CERT_PATH",
+                    reason: "HTTPS_KEY_PATH is set but HTTPS_CERT_PATH is not; set both, or \
+                             neither for a generated certificate"
+                        .to_string(),
+                });
+            }
+            _ => {}
+        }
 
         Ok(ApiConfig {
             protocol,
@@ -202,8 +223,8 @@ impl ApiConfig {
             api_key,
             jwt_secret,
             jwt_ttl,
-            cert_path: non_empty_path(&args.https_cert_path),
-            key_path: non_empty_path(&args.https_key_path),
+            cert_path,
+            key_path,
         })
     }
 
@@ -321,6 +342,16 @@ pub enum FailedChangePolicy {
     /// Move the change to the failed-change log and go on. Later changes of the same row wait
     /// behind it in the log.
     Park,
+}
+
+impl FailedChangePolicy {
+    /// Returns the name used in `.env` and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailedChangePolicy::Halt => "halt",
+            FailedChangePolicy::Park => "park",
+        }
+    }
 }
 
 impl FromStr for FailedChangePolicy {

@@ -45,12 +45,12 @@ pub enum CreateError {
     #[error(transparent)]
     Catalog(#[from] crate::check::CheckError),
     /// The CREATE TABLE failed.
-    #[error("failed to create the MySQL table for {table}: {}", crate::apply::describe_mysql_error(.source))]
+    #[error("failed to create the MySQL table for {table}: {}", crate::apply::describe_mysql_error(.cause))]
     Create {
         /// Source table.
         table: String,
-        /// The cause.
-        source: mysql_async::Error,
+        /// The cause; not the error's `source`, so that its server text is never chained.
+        cause: mysql_async::Error,
     },
 }
 
@@ -162,9 +162,9 @@ pub async fn create_table(
     mysql
         .query_drop(&sql)
         .await
-        .map_err(|source| CreateError::Create {
+        .map_err(|cause| CreateError::Create {
             table: schema.name.to_string(),
-            source,
+            cause,
         })?;
     Ok(sql)
 }

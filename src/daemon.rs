@@ -23,7 +23,7 @@ use crate::api::tls::load_or_generate;
 use crate::apply::{Applier, ApplyHandle, ApplySettings};
 use crate::backoff::{Backoff, sleep_or_shutdown};
 use crate::capture::{self, ConnectError, DrainSettings, Drainer, connect_pg};
-use crate::config::{ApiConfig, ApiProtocol, Config, Mode, Secret};
+use crate::config::{ApiConfig, ApiProtocol, Config, ConfigError, Mode, Secret};
 use crate::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal, segment_usage};
 use crate::schema::{TableSchema, load_table_schemas};
 use crate::status::Board;
@@ -40,10 +40,13 @@ pub async fn run(config: Config, api: ApiConfig, version: &'static str) -> anyho
         api.require_jwt_secret()?;
     }
     if config.mode == Mode::Manual && api.protocol == ApiProtocol::Off {
-        anyhow::bail!(
-            "MODE=manual applies changes only when the API asks, but API=off; enable the API \
-             or choose MODE=automatic or auto-check"
-        );
+        return Err(ConfigError::Invalid {
+            key: "MODE",
+            reason: "MODE=manual applies changes only when the API asks, but API=off; enable \
+                     the API or choose MODE=automatic or auto-check"
+                .to_string(),
+        }
+        .into());
     }
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
@@ -135,7 +138,7 @@ pub async fn run(config: Config, api: ApiConfig, version: &'static str) -> anyho
     });
     info!(
         mode = config.mode.name(),
-        failed_change_policy = ?config.failed_change_policy,
+        failed_change_policy = config.failed_change_policy.name(),
         tables = config.tables.len(),
         "daemon started"
     );

@@ -92,7 +92,7 @@ impl ApiState {
             board,
             apply,
             keys,
-            jwt: JwtKeys::new(secret.expose())?,
+            jwt: JwtKeys::new(secret.expose())?.with_max_lifetime(config.jwt_ttl),
             jwt_ttl: config.jwt_ttl,
             limiter: AuthFailureLimiter::default(),
             journal_dir,
@@ -328,10 +328,12 @@ async fn issue_token(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let now = std::time::Instant::now();
     state.limiter.check(client.ip(), now)?;
-    let key_id = headers
-        .get(API_KEY_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|key| state.keys.verify(key));
+    // Exactly one key, as the other routes require.
+    let mut presented = headers.get_all(API_KEY_HEADER).iter();
+    let key_id = match (presented.next(), presented.next()) {
+        (Some(value), None) => value.to_str().ok().and_then(|key| state.keys.verify(key)),
+        _ => None,
+    };
     let Some(key_id) = key_id else {
         info!("token request with a missing or unknown API key");
         state.limiter.record_failure(client.ip(), now);

@@ -96,6 +96,8 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Longest accepted `exp - iat`; `None` accepts any.
+    max_lifetime: Option<u64>,
 }
 
 impl JwtKeys {
@@ -114,13 +116,23 @@ impl JwtKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.validate_exp = true;
+        // An `nbf` is optional, but honoured when present.
+        validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECONDS;
 
         Ok(JwtKeys {
             encoding,
             decoding,
             validation,
+            max_lifetime: None,
         })
+    }
+
+    /// Rejects tokens whose lifetime (`exp - iat`) is longer than `lifetime`, so that a token
+    /// signed elsewhere with the secret cannot outlive the configured `JWT_TTL`.
+    pub fn with_max_lifetime(mut self, lifetime: Duration) -> JwtKeys {
+        self.max_lifetime = Some(lifetime.as_secs());
+        self
     }
 
     /// Issues a token for the API key `key_id`, valid for `ttl` from now. Returns the token and
@@ -189,6 +201,13 @@ impl JwtKeys {
         if claims.iat > now.saturating_add(LEEWAY_SECONDS) {
             return Err(TokenError::Invalid {
                 reason: "iat claim in the future",
+            });
+        }
+        if let Some(max_lifetime) = self.max_lifetime
+            && claims.exp.saturating_sub(claims.iat) > max_lifetime.saturating_add(LEEWAY_SECONDS)
+        {
+            return Err(TokenError::Invalid {
+                reason: "lifetime longer than JWT_TTL",
             });
         }
 
@@ -290,6 +309,31 @@ mod tests {
         assert_eq!(claims.exp, claims.iat + 3600);
         assert_eq!(claims.exp as i64, expires_at.timestamp());
         assert_eq!(claims.jti.len(), 32);
+    }
+
+    #[test]
+    fn token_not_yet_valid_is_rejected() {
+        let now = Utc::now().timestamp();
+        let claims = format!(
+            r#"{{"sub":"0011aabb","iat":{now},"nbf":{},"exp":{},"jti":"x"}}"#,
+            now + 1000,
+            now + 3600
+        );
+        let token = hand_made_token(r#"{"alg":"HS256","typ":"JWT"}"#, &claims);
+
+        assert!(keys().verify(&token).is_err());
+    }
+
+    #[test]
+    fn lifetime_beyond_ttl_is_rejected() {
+        let long_lived = keys();
+        let (token, _) = long_lived.issue("0011aabb", HOUR * 24).unwrap();
+        let capped = keys().with_max_lifetime(HOUR);
+
+        let error = capped.verify(&token).unwrap_err();
+        assert!(error.to_string().contains("JWT_TTL"), "{error}");
+        let (short, _) = long_lived.issue("0011aabb", HOUR).unwrap();
+        assert!(capped.verify(&short).is_ok());
     }
 
     #[test]

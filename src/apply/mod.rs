@@ -106,18 +106,20 @@ pub enum ErrorClass {
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// A MySQL call failed.
-    #[error("failed to {action}: {}", describe_mysql_error(.source))]
+    #[error("failed to {action}: {}", describe_mysql_error(.cause))]
     Mysql {
         /// Action that failed.
         action: &'static str,
         /// The cause; its server message can quote row values, so it is logged at DEBUG only.
-        source: mysql_async::Error,
+        /// The field is not the error's `source`, so that error chains printed with `{:#}`
+        /// never show that message.
+        cause: mysql_async::Error,
     },
     /// MySQL rejected a statement; the transaction was rolled back.
     #[error(
         "MySQL rejected the {operation} of journal records {first_seq} to {last_seq} into the \
          table of {table}: {}",
-        describe_mysql_error(.source)
+        describe_mysql_error(.cause)
     )]
     Rejected {
         /// Source table as `schema.table`.
@@ -129,7 +131,7 @@ pub enum ApplyError {
         /// Last journal record of the statement.
         last_seq: u64,
         /// The cause.
-        source: mysql_async::Error,
+        cause: mysql_async::Error,
     },
     /// Another daemon applies to the same MySQL database; two would race each other.
     #[error(
@@ -173,9 +175,8 @@ impl ApplyError {
     /// Classifies the error; the single place that decides how an apply error is handled.
     pub fn class(&self) -> ErrorClass {
         match self {
-            ApplyError::Mysql { source, .. } | ApplyError::Rejected { source, .. } => {
-                classify(source)
-            }
+            ApplyError::Mysql { cause: source, .. }
+            | ApplyError::Rejected { cause: source, .. } => classify(source),
             ApplyError::AlreadyApplying => ErrorClass::Transient,
             _ => ErrorClass::NeedsOperator,
         }
@@ -194,7 +195,7 @@ impl ApplyError {
     pub fn is_data_rejection(&self) -> bool {
         match self {
             ApplyError::Rejected {
-                source: mysql_async::Error::Server(server),
+                cause: mysql_async::Error::Server(server),
                 ..
             } => DATA_ERROR_CODES.contains(&server.code),
             ApplyError::Plan(PlanError::Value { .. } | PlanError::RowTooLarge { .. }) => true,
@@ -206,11 +207,11 @@ impl ApplyError {
     pub fn server_code(&self) -> Option<u16> {
         match self {
             ApplyError::Mysql {
-                source: mysql_async::Error::Server(server),
+                cause: mysql_async::Error::Server(server),
                 ..
             }
             | ApplyError::Rejected {
-                source: mysql_async::Error::Server(server),
+                cause: mysql_async::Error::Server(server),
                 ..
             } => Some(server.code),
             _ => None,
@@ -221,7 +222,10 @@ impl ApplyError {
     /// failed-change log.
     pub fn summary(&self) -> String {
         match self {
-            ApplyError::Mysql { action, source } => {
+            ApplyError::Mysql {
+                action,
+                cause: source,
+            } => {
                 format!("failed to {action}: {}", describe_code(source))
             }
             ApplyError::Rejected {
@@ -229,7 +233,7 @@ impl ApplyError {
                 operation,
                 first_seq,
                 last_seq,
-                source,
+                cause: source,
             } => format!(
                 "MySQL rejected the {operation} of journal records {first_seq} to {last_seq} \
                  into the table of {table}: {}",
@@ -260,7 +264,10 @@ fn describe_code(error: &mysql_async::Error) -> String {
 }
 
 fn mysql_error(action: &'static str) -> impl FnOnce(mysql_async::Error) -> ApplyError {
-    move |source| ApplyError::Mysql { action, source }
+    move |source| ApplyError::Mysql {
+        action,
+        cause: source,
+    }
 }
 
 /// Classifies a MySQL error. Unknown server errors count as needing an operator, which halts
@@ -593,7 +600,7 @@ impl Applier {
                     retry_at = (new_mode == Mode::Automatic).then(Instant::now);
                     next_check = Instant::now() + self.settings.auto_check_interval;
                     if new_mode != Mode::Automatic {
-                        self.disconnect();
+                        self.disconnect().await;
                     }
                 }
                 Wake::Work => {
@@ -624,7 +631,7 @@ impl Applier {
                             self.handle_failure(&error)?;
                         }
                     }
-                    self.disconnect();
+                    self.disconnect().await;
                     // The interval counts from the end of a run, so runs never overlap.
                     next_check = Instant::now() + self.settings.auto_check_interval;
                 }
@@ -639,12 +646,12 @@ impl Applier {
                             retry_at.get_or_insert_with(Instant::now);
                         }
                     } else {
-                        self.disconnect();
+                        self.disconnect().await;
                     }
                 }
             }
         }
-        self.disconnect();
+        self.disconnect().await;
         info!("apply stopped");
 
         Ok(())
@@ -657,7 +664,7 @@ impl Applier {
     ) -> Result<RunReport, ApplyError> {
         let target = *self.durable_seq.borrow();
         let result = self.catch_up(target, shutdown).await;
-        self.disconnect();
+        self.disconnect().await;
         result
     }
 
@@ -716,7 +723,8 @@ impl Applier {
     /// Logs and counts a failed run, and returns the delay before the next attempt. Returns
     /// the error itself when it is fatal.
     fn handle_failure(&mut self, error: &ApplyError) -> Result<Duration, ApplyError> {
-        self.disconnect();
+        // A failed run has dropped its session already; the phase is set below.
+        self.session = None;
         if error.is_fatal() {
             error!(error = %error, "apply stopped");
             self.board
@@ -748,8 +756,8 @@ impl Applier {
                     delay_ms = delay.as_millis() as u64,
                     "apply halted until the cause is fixed; capture continues"
                 );
-                if let ApplyError::Mysql { source, .. } | ApplyError::Rejected { source, .. } =
-                    error
+                if let ApplyError::Mysql { cause: source, .. }
+                | ApplyError::Rejected { cause: source, .. } = error
                 {
                     debug!(error = %source, "MySQL error detail");
                 }
@@ -760,8 +768,18 @@ impl Applier {
         Ok(delay)
     }
 
-    fn disconnect(&mut self) {
-        if self.session.take().is_some() {
+    /// Closes the session. The apply lock is released and the connection closed before this
+    /// returns, so that the next run can take the lock at once. A failure to close is only
+    /// logged: the server drops the lock with the connection anyway.
+    async fn disconnect(&mut self) {
+        if let Some(session) = self.session.take() {
+            let mut conn = session.conn;
+            if let Err(error) = target::release_apply_lock(&mut conn).await {
+                debug!(error = %describe_mysql_error(&error), "failed to release the apply lock");
+            }
+            if let Err(error) = conn.disconnect().await {
+                debug!(error = %describe_mysql_error(&error), "failed to close the MySQL connection");
+            }
             debug!("apply disconnected from MySQL");
         }
         if self.board.mode() != Mode::Automatic {
@@ -1169,8 +1187,11 @@ impl Applier {
                         .map_err(mysql_error("write the failed-change log"))?;
                     report.applied.push(entry.seq);
                 }
+                // A change of a table no longer synced, or of an altered table, stays parked
+                // with its error, rather than stopping the retry of every other entry.
                 Err(error)
-                    if error.is_data_rejection() || matches!(error, ApplyError::Stored(_)) =>
+                    if error.is_data_rejection()
+                        || matches!(error, ApplyError::Stored(_) | ApplyError::Plan(_)) =>
                 {
                     tx.query_drop(failed::update_statement(
                         &self.journal_id,
@@ -1232,10 +1253,11 @@ fn select_for_retry(
 }
 
 fn waiting_failure(record: &JournalRecord, key: Option<String>, blocker: u64) -> NewFailure {
+    let scope = if key.is_some() { "row" } else { "table" };
     NewFailure {
         record: record.clone(),
         key,
-        error: format!("waits behind the parked change {blocker} of the same row"),
+        error: format!("waits behind the parked change {blocker} of the same {scope}"),
         error_code: None,
         waits_for: Some(blocker),
     }
@@ -1260,7 +1282,7 @@ async fn execute(
             operation,
             first_seq,
             last_seq,
-            source,
+            cause: source,
         })
 }
 

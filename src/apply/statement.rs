@@ -304,7 +304,7 @@ impl TablePlan {
             if position > 0 {
                 key.push(',');
             }
-            key.push_str(value.get());
+            key.push_str(&canonical_key_value(column.pg_type, value.get()));
         }
         key.push(']');
 
@@ -327,6 +327,17 @@ impl TablePlan {
             reason,
         }
     }
+}
+
+/// Returns a key value's text such that equal keys give equal text. PostgreSQL's `numeric`
+/// keeps the scale it was written with, so `1.0` and `1.00` are one key with two texts; their
+/// trailing fraction zeros are dropped.
+fn canonical_key_value(pg_type: PgType, text: &str) -> Cow<'_, str> {
+    let numeric = matches!(pg_type, PgType::Numeric | PgType::Money);
+    if !numeric || !text.contains('.') {
+        return Cow::Borrowed(text);
+    }
+    Cow::Borrowed(text.trim_end_matches('0').trim_end_matches('.'))
 }
 
 /// Quotes a MySQL identifier.
@@ -586,6 +597,15 @@ mod tests {
         max_rows: 1000,
         max_bytes: 1 << 20,
     };
+
+    #[test]
+    fn numeric_key_text_ignores_trailing_zeros() {
+        assert_eq!(canonical_key_value(PgType::Numeric, "1.00"), "1");
+        assert_eq!(canonical_key_value(PgType::Numeric, "1.50"), "1.5");
+        assert_eq!(canonical_key_value(PgType::Numeric, "100"), "100");
+        assert_eq!(canonical_key_value(PgType::Money, "-0.10"), "-0.1");
+        assert_eq!(canonical_key_value(PgType::Text, "\"1.00\""), "\"1.00\"");
+    }
 
     #[test]
     fn consecutive_changes_merge_in_order() {

@@ -25,15 +25,26 @@ const SESSION_SETUP: [&str; 3] = [
     "SET SESSION time_zone = '+00:00'",
 ];
 
+/// Name of the apply lock. Lock names are limited to 64 characters and are server-wide, so it
+/// includes the database.
+const APPLY_LOCK_NAME: &str = "LEFT(CONCAT('pg-to-mysql-sync:', DATABASE()), 64)";
+
 /// Takes the session-level lock that lets one daemon at a time apply to this database. MySQL
-/// releases it when the connection closes. Returns `false` when another session has it.
+/// releases it when the connection closes. Waits up to 2 s, so that a session of this daemon
+/// that is still closing does not count as another daemon. Returns `false` when another
+/// session keeps it.
 pub(super) async fn take_apply_lock(conn: &mut Conn) -> Result<bool, mysql_async::Error> {
-    // Lock names are limited to 64 characters and are server-wide, so include the database.
     let acquired: Option<Option<i64>> = conn
-        .query_first("SELECT GET_LOCK(LEFT(CONCAT('pg-to-mysql-sync:', DATABASE()), 64), 0)")
+        .query_first(format!("SELECT GET_LOCK({APPLY_LOCK_NAME}, 2)"))
         .await?;
 
     Ok(acquired.flatten() == Some(1))
+}
+
+/// Releases the apply lock before the connection closes.
+pub(super) async fn release_apply_lock(conn: &mut Conn) -> Result<(), mysql_async::Error> {
+    conn.query_drop(format!("DO RELEASE_LOCK({APPLY_LOCK_NAME})"))
+        .await
 }
 
 /// Reads the scale of each MySQL column that receives a `numeric` column: NUMERIC_SCALE for

@@ -47,6 +47,7 @@ mod record;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -234,7 +235,13 @@ impl Journal {
     /// Opens or creates the journal in `dir`, takes the directory lock and recovers the last
     /// segment (see the module docs).
     pub fn open(dir: &Path, max_segment_bytes: u64) -> Result<Journal, JournalError> {
-        fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+        // Segments hold row values, so a new directory is private to the daemon's user. An
+        // existing one keeps its mode, such as the 0750 that the install script sets.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_error("create directory", dir))?;
         let lock = lock_directory(dir)?;
         let id = read_or_create_id(dir)?;
         remove_temporary_files(dir)?;
@@ -313,6 +320,7 @@ fn lock_directory(dir: &Path) -> Result<File, JournalError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(io_error("open lock file", &path))?;
     match file.try_lock() {
@@ -354,7 +362,13 @@ fn read_or_create_id(dir: &Path) -> Result<String, JournalError> {
 /// write a temporary file, fsync it, rename it into place, fsync the directory.
 fn write_durably(dir: &Path, path: &Path, content: &[u8]) -> Result<(), JournalError> {
     let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(io_error("create", &tmp))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_error("create", &tmp))?;
     file.write_all(content).map_err(io_error("write", &tmp))?;
     file.sync_all().map_err(io_error("fsync", &tmp))?;
     fs::rename(&tmp, path).map_err(io_error("rename", &tmp))?;

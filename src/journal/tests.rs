@@ -311,3 +311,19 @@ fn release_deletes_only_fully_applied_segments() {
         9
     );
 }
+
+#[test]
+fn new_journal_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("datalog");
+    let mut journal = Journal::open(&dir, DEFAULT_MAX_SEGMENT_BYTES).unwrap();
+    let mut writer = journal.take_writer().unwrap();
+    writer.append_batch(vec![change(1, 1)]).unwrap();
+
+    let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&last_segment(&dir)), 0o600);
+    assert_eq!(mode(&dir.join("journal.id")), 0o600);
+}
