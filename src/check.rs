@@ -392,6 +392,17 @@ const STRING_TYPES: [&str; 7] = [
 
 const JSON_TYPES: [&str; 5] = ["json", "longtext", "mediumtext", "text", "varchar"];
 
+const GEOMETRY_TYPES: [&str; 8] = [
+    "geometry",
+    "point",
+    "linestring",
+    "polygon",
+    "multipoint",
+    "multilinestring",
+    "multipolygon",
+    "geometrycollection",
+];
+
 const BINARY_TYPES: [&str; 6] = [
     "binary",
     "varbinary",
@@ -564,6 +575,16 @@ fn compare_column(
         PgType::Json | PgType::Jsonb | PgType::Hstore | PgType::Array | PgType::Composite => {
             if !JSON_TYPES.contains(&data_type) {
                 problems.push(error("use JSON".into()));
+            }
+        }
+        PgType::Geometry | PgType::Geography => {
+            if !GEOMETRY_TYPES.contains(&data_type) {
+                problems.push(error("use GEOMETRY".into()));
+            } else if data_type != "geometry" {
+                problems.push(warning(format!(
+                    "the column holds only {}s; other shapes halt apply. GEOMETRY holds all",
+                    data_type.to_ascii_uppercase()
+                )));
             }
         }
         text_type => {

@@ -295,6 +295,7 @@ fn column_type(
         PgType::Json | PgType::Jsonb | PgType::Hstore | PgType::Array | PgType::Composite => {
             "JSON".into()
         }
+        PgType::Geometry | PgType::Geography => "GEOMETRY".into(),
         PgType::Timetz => text(Some(24)),
         PgType::Interval => text(Some(64)),
         PgType::Inet | PgType::Cidr => text(Some(43)),

@@ -80,6 +80,10 @@ pub enum PgType {
     Array,
     /// A composite type whose fields [`PgType::classify`] accepts, synced as a JSON object.
     Composite,
+    /// PostGIS `geometry`.
+    Geometry,
+    /// PostGIS `geography`.
+    Geography,
 }
 
 impl PgType {
@@ -125,6 +129,8 @@ impl PgType {
         match (extension, name) {
             ("citext", "citext") => Some(PgType::Citext),
             ("hstore", "hstore") => Some(PgType::Hstore),
+            ("postgis", "geometry") => Some(PgType::Geometry),
+            ("postgis", "geography") => Some(PgType::Geography),
             _ => None,
         }
     }
@@ -211,7 +217,12 @@ impl PgType {
     pub fn is_exact_in_to_json(self) -> bool {
         !matches!(
             self,
-            PgType::Json | PgType::Jsonb | PgType::Money | PgType::Array
+            PgType::Json
+                | PgType::Jsonb
+                | PgType::Money
+                | PgType::Array
+                | PgType::Geometry
+                | PgType::Geography
         )
     }
 }
@@ -612,6 +623,9 @@ fn key_type_problem(pg_type: PgType) -> Option<&'static str> {
              should compare exactly; use a text key, with a unique index on lower() for \
              case-insensitive uniqueness",
         ),
+        PgType::Geometry | PgType::Geography => {
+            Some("is a PostGIS geometry, which MySQL cannot use as a primary key; use a scalar key")
+        }
         PgType::Array | PgType::Composite | PgType::Hstore => Some(
             "is synced as a JSON document, whose text can differ for values PostgreSQL treats \
              as equal (such as 1.0 and 1.00), and which MySQL cannot index; use a scalar key",

@@ -6,6 +6,7 @@ mod api;
 mod check;
 mod cli;
 mod durability;
+mod geometry;
 mod modes;
 mod service;
 mod sync;

@@ -815,6 +815,12 @@ impl Applier {
         target::read_target_scales(&mut conn, self.plans.values_mut())
             .await
             .map_err(mysql_error("read the target column scales"))?;
+        let flavor = crate::create::Flavor::detect(&mut conn)
+            .await
+            .map_err(mysql_error("read the MySQL version"))?;
+        for plan in self.plans.values_mut() {
+            plan.set_mysql_server(flavor == crate::create::Flavor::MySql);
+        }
         let packet = target::max_allowed_packet(&mut conn)
             .await
             .map_err(mysql_error("read max_allowed_packet"))?;

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use super::value::{check_decimal_scale, write_literal};
+use super::value::{check_decimal_scale, write_geometry, write_literal};
 use crate::journal::{JournalRecord, Operation, parse_row_image};
 use crate::schema::{PgType, TableSchema};
 
@@ -98,6 +98,8 @@ pub struct TablePlan {
     /// Per column, the digits after the decimal point that the MySQL column keeps, for
     /// `numeric` and `money` columns whose target is a DECIMAL or integer type.
     target_scales: Vec<Option<u32>>,
+    /// Whether geometries need MySQL 8's `axis-order=long-lat` option (see `write_geometry`).
+    long_lat_axis: bool,
 }
 
 impl TablePlan {
@@ -124,6 +126,7 @@ impl TablePlan {
 
         TablePlan {
             target_scales: vec![None; schema.columns.len()],
+            long_lat_axis: false,
             insert_prefix: format!("INSERT INTO {table} ({}) VALUES ", columns.join(",")),
             upsert_suffix: format!(" ON DUPLICATE KEY UPDATE {}", updates.join(",")),
             // Single-column keys use `key IN (…)`, which MySQL turns into index lookups.
@@ -152,6 +155,12 @@ impl TablePlan {
         }
     }
 
+    /// Tells the plan whether the server is MySQL rather than MariaDB, which changes how
+    /// geometries are written.
+    pub fn set_mysql_server(&mut self, is_mysql: bool) {
+        self.long_lat_axis = is_mysql;
+    }
+
     /// Writes the literal of column `index`, checked against the target column's scale.
     fn write_value(
         &self,
@@ -165,8 +174,13 @@ impl TablePlan {
             check_decimal_scale(value, scale)
                 .map_err(|reason| self.value_error(record, &column.name, reason))?;
         }
-        write_literal(out, column.pg_type, value)
-            .map_err(|reason| self.value_error(record, &column.name, reason))
+        let written = match column.pg_type {
+            PgType::Geometry | PgType::Geography => {
+                write_geometry(out, value.get(), self.long_lat_axis)
+            }
+            pg_type => write_literal(out, pg_type, value),
+        };
+        written.map_err(|reason| self.value_error(record, &column.name, reason))
     }
 
     /// Writes `(v1,v2,…)` for a row image. Returns the positions of the columns written when

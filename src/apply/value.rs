@@ -73,7 +73,52 @@ pub fn write_literal(out: &mut String, pg_type: PgType, raw: &RawValue) -> Resul
         PgType::Timetz => write_timetz(out, &json_string(text)?),
         PgType::Array => write_array(out, text),
         PgType::Composite | PgType::Hstore => write_object(out, text),
+        PgType::Geometry | PgType::Geography => write_geometry(out, text, false),
     }
+}
+
+/// Appends a geometry, captured as `[srid, "hex of ST_AsBinary"]`, as
+/// `ST_GeomFromWKB(X'…', srid)`. PostGIS writes x (longitude) before y (latitude). MySQL 8
+/// reads a geographic SRID such as 4326 latitude first unless told otherwise, so
+/// `long_lat_axis` adds its `axis-order=long-lat` option; MariaDB has no such option and
+/// keeps the order as it is.
+pub(super) fn write_geometry(
+    out: &mut String,
+    text: &str,
+    long_lat_axis: bool,
+) -> Result<(), String> {
+    if text == "null" {
+        out.push_str("NULL");
+        return Ok(());
+    }
+    let (srid, hex): (u32, String) = serde_json::from_str(text)
+        .map_err(|_| "a geometry value is not in the captured [srid, hex] form".to_string())?;
+    if hex.len() < 10 || hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("a geometry value has invalid well-known binary".to_string());
+    }
+    let bytes = hex::decode(&hex[..10]).map_err(|_| "invalid well-known binary".to_string())?;
+    let code = match bytes[0] {
+        0 => u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]),
+        1 => u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]),
+        _ => return Err("a geometry value has invalid well-known binary".to_string()),
+    };
+    // ISO codes add 1000 for Z, 2000 for M and 3000 for ZM; extended WKB sets high bits.
+    if code & 0xE000_0000 != 0 || code % 10_000 >= 1000 {
+        return Err(
+            "a geometry has Z or M coordinates, which MySQL cannot store; store 2D geometries, \
+             e.g. with ST_Force2D in PostgreSQL"
+                .to_string(),
+        );
+    }
+    out.push_str("ST_GeomFromWKB(X'");
+    out.push_str(&hex);
+    out.push_str(&format!("', {srid}"));
+    if long_lat_axis {
+        out.push_str(", 'axis-order=long-lat'");
+    }
+    out.push(')');
+
+    Ok(())
 }
 
 /// Checks that a numeric value fits a MySQL column with `scale` digits after the decimal point.
@@ -467,6 +512,45 @@ mod tests {
         let raw = RawValue::from_string(json.to_string()).unwrap();
         let mut out = String::new();
         write_literal(&mut out, pg_type, &raw).map(|()| out)
+    }
+
+    #[test]
+    fn geometry_is_written_as_wkb_with_srid() {
+        let point = r#"[4326,"0101000000000000000000f03f0000000000000040"]"#;
+        let mut out = String::new();
+        write_geometry(&mut out, point, false).unwrap();
+        assert_eq!(
+            out,
+            "ST_GeomFromWKB(X'0101000000000000000000f03f0000000000000040', 4326)"
+        );
+        let mut out = String::new();
+        write_geometry(&mut out, point, true).unwrap();
+        assert!(out.ends_with(", 4326, 'axis-order=long-lat')"), "{out}");
+        let mut out = String::new();
+        write_geometry(&mut out, "null", true).unwrap();
+        assert_eq!(out, "NULL");
+    }
+
+    #[test]
+    fn geometry_with_z_or_bad_wkb_is_rejected() {
+        // ISO WKB of POINT Z (1 2 3): type 1001.
+        let point_z = r#"[0,"01e9030000000000000000f03f00000000000000400000000000000840"]"#;
+        let error = write_geometry(&mut String::new(), point_z, false).unwrap_err();
+        assert!(error.contains("Z or M"), "{error}");
+        // Extended WKB with the Z flag.
+        let ewkb_z = r#"[0,"0101000080000000000000f03f00000000000000400000000000000840"]"#;
+        assert!(write_geometry(&mut String::new(), ewkb_z, false).is_err());
+        for bad in [
+            r#""0101""#,
+            r#"[0,"zz"]"#,
+            r#"[0,"0101"]"#,
+            r#"[-1,"0101000000"]"#,
+        ] {
+            assert!(
+                write_geometry(&mut String::new(), bad, false).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -99,6 +99,17 @@ pub async fn install(
         .await
         .map_err(sql_error("create the change log"))?;
 
+    // The trigger functions call PostGIS by its schema, quoted as an identifier.
+    let postgis_schema: Option<String> = tx
+        .query_opt(
+            "SELECT quote_ident(n.nspname) FROM pg_extension e \
+             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis'",
+            &[],
+        )
+        .await
+        .map_err(sql_error("look up the PostGIS schema"))?
+        .map(|row| row.get(0));
+
     let mut report = InstallReport::default();
     for table in tables {
         let substituted_count = table
@@ -108,7 +119,7 @@ pub async fn install(
             .count();
         if substituted_count > MAX_SUBSTITUTED_COLUMNS {
             return Err(InstallError::Unsupported(format!(
-                "table {} has {substituted_count} columns of types json, jsonb, money or arrays; \
+                "table {} has {substituted_count} columns of types json, jsonb, money, arrays or geometries; \
                  at most {MAX_SUBSTITUTED_COLUMNS} are supported, so remove the table from \
                  SYNC_TABLES or split it",
                 table.name
@@ -119,7 +130,7 @@ pub async fn install(
             .await
             .map_err(sql_error(format!("look up table {}", table.name)))?
             .get(0);
-        tx.batch_execute(&trigger_ddl(table, oid))
+        tx.batch_execute(&trigger_ddl(table, oid, postgis_schema.as_deref()))
             .await
             .map_err(sql_error(format!(
                 "install capture triggers on {}",
@@ -318,11 +329,20 @@ const MAX_SUBSTITUTED_COLUMNS: usize = 50;
 /// - an array whose lower bounds are all 1 is sent as `to_json` writes it. Any other array
 ///   is sent as its dimensions (`[0:2]`), a JSON string that apply rejects, because a JSON
 ///   array would silently drop the bounds.
-fn captured_value_expression(column: &Column, alias: &str) -> String {
+fn captured_value_expression(column: &Column, alias: &str, postgis_schema: Option<&str>) -> String {
     let value = format!("{alias}.{}", quote_pg_ident(&column.name));
     match column.pg_type {
         PgType::Json | PgType::Jsonb => format!("{value}::text"),
         PgType::Money => format!("{value}::numeric"),
+        // The SRID and the well-known binary, exact to the bit; PostGIS functions live in the
+        // extension's schema, which the trigger's search_path leaves out.
+        PgType::Geometry | PgType::Geography => {
+            let postgis = postgis_schema.unwrap_or("public");
+            format!(
+                "CASE WHEN {value} IS NULL THEN NULL ELSE json_build_array(\
+                 {postgis}.ST_SRID({value}), encode({postgis}.ST_AsBinary({value}), 'hex')) END"
+            )
+        }
         // array_dims is NULL for an empty array, whose bounds need no check. The pattern
         // matches `[1:n]` per dimension. `[[]` and `[]]` avoid backslashes, whose meaning in a
         // literal depends on standard_conforming_strings.
@@ -341,7 +361,7 @@ fn captured_value_expression(column: &Column, alias: &str) -> String {
 /// an object of those columns' values in the form [`captured_value_expression`] gives. Capture
 /// puts each in place of the column's value in the row image before journaling (see the drain
 /// module). Old keys are built from the same expressions, so a key compares equal in both.
-fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
+fn trigger_ddl(table: &TableSchema, oid: u32, postgis_schema: Option<&str>) -> String {
     let relation = table.name.quoted();
     let table_literal = quote_literal(&table.name.qualified());
     let key_json = |alias: &str| {
@@ -351,7 +371,7 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
                 format!(
                     "{}, {}",
                     quote_literal(&c.name),
-                    captured_value_expression(c, alias)
+                    captured_value_expression(c, alias, postgis_schema)
                 )
             })
             .collect();
@@ -365,7 +385,7 @@ fn trigger_ddl(table: &TableSchema, oid: u32) -> String {
             format!(
                 "{}, {}",
                 quote_literal(&c.name),
-                captured_value_expression(c, "n")
+                captured_value_expression(c, "n", postgis_schema)
             )
         })
         .collect();
