@@ -542,6 +542,7 @@ password=$MYSQL_PASSWORD
 host=127.0.0.1
 port=$MYSQL_PORT
 protocol=tcp
+default-character-set=utf8mb4
 EOF
   )
 }

@@ -104,9 +104,26 @@ pub async fn failed(args: &ClientArgs, action: FailedAction) -> anyhow::Result<(
         FailedAction::List => client.call(Method::GET, "/sync/failed", None).await?,
         FailedAction::Retry { ids } => {
             let body = (!ids.is_empty()).then(|| serde_json::json!({ "ids": ids }));
-            client
+            let (status, body) = client
                 .call(Method::POST, "/sync/failed/retry", body)
-                .await?
+                .await?;
+            print_response(status, &body)?;
+            // A script must see a retry that left changes parked.
+            let count = |field: &str| body[field].as_array().map_or(0, Vec::len);
+            let (still_failed, not_found) = (count("still_failed"), count("not_found"));
+            if still_failed + not_found > 0 {
+                anyhow::bail!(
+                    "{} still parked and {} not found; `failed list` shows the entries and \
+                     their errors",
+                    pg_to_mysql_sync::telemetry::count_of(
+                        still_failed as u64,
+                        "change is",
+                        "changes are"
+                    ),
+                    pg_to_mysql_sync::telemetry::count_of(not_found as u64, "id was", "ids were")
+                );
+            }
+            return Ok(());
         }
         FailedAction::Delete { id } => {
             let (status, body) = client
@@ -208,9 +225,9 @@ pub async fn sync_offline(config: &Config) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     if report.parked > 0 && config.failed_change_policy == FailedChangePolicy::Park {
         eprintln!(
-            "{} changes were parked in the failed-change log; start the daemon and run \
-             `failed list` to see them",
-            report.parked
+            "{} parked in the failed-change log; start the daemon and run `failed \
+             list` to see them",
+            pg_to_mysql_sync::telemetry::count_of(report.parked, "change was", "changes were")
         );
     }
 

@@ -84,11 +84,13 @@ pub struct ApiArgs {
     /// PEM certificate chain of the API. Without it and HTTPS_KEY_PATH, a certificate signed
     /// by a private CA is generated in DATA_DIR/tls.
     #[arg(long, env = "HTTPS_CERT_PATH")]
-    pub https_cert_path: Option<PathBuf>,
+    // A String, not a PathBuf: clap rejects an empty PathBuf, and `.env.example` leaves
+    // these keys empty to mean "unset".
+    pub https_cert_path: Option<String>,
 
     /// PEM private key of the API certificate.
     #[arg(long, env = "HTTPS_KEY_PATH")]
-    pub https_key_path: Option<PathBuf>,
+    pub https_key_path: Option<String>,
 }
 
 /// Protocol of the API.
@@ -265,11 +267,12 @@ fn optional_secret(value: &Option<String>) -> Option<Secret> {
         .map(Secret::new)
 }
 
-fn non_empty_path(value: &Option<PathBuf>) -> Option<PathBuf> {
+fn non_empty_path(value: &Option<String>) -> Option<PathBuf> {
     value
-        .as_ref()
-        .filter(|path| !path.as_os_str().is_empty())
-        .cloned()
+        .as_deref()
+        .map(str::trim)
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
 }
 
 /// A value whose text must never reach logs or terminal output, such as a URL with a password.

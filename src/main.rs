@@ -342,10 +342,10 @@ async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
         let journaled = journal.recovery().next_seq - 1;
         if applied < journaled && !force {
             anyhow::bail!(
-                "the journal in {} holds {} changes not yet applied to MySQL; run the daemon \
+                "the journal in {} holds {} not yet applied to MySQL; run the daemon \
                  until it is caught up, or pass --force to drop them",
                 config.data_dir.display(),
-                journaled - applied
+                pg_to_mysql_sync::telemetry::count_of(journaled - applied, "change", "changes")
             );
         }
         let parked = apply::count_failed_if_present(&mut mysql, journal.id())
@@ -354,8 +354,9 @@ async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
             .context("count the failed changes")?;
         if parked > 0 && !force {
             anyhow::bail!(
-                "the failed-change log holds {parked} changes that never reached MySQL; retry \
-                 or discard them with the `failed` command, or pass --force to drop them"
+                "the failed-change log holds {} that never reached MySQL; retry \
+                 or discard them with the `failed` command, or pass --force to drop them",
+                pg_to_mysql_sync::telemetry::count_of(parked, "change", "changes")
             );
         }
         Some(journal)
@@ -363,19 +364,29 @@ async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
         None
     };
 
+    // Check PostgreSQL first, then remove the MySQL tables, whose rights are the likelier to
+    // be missing, and only then the capture schema: a failure leaves capture in place, and
+    // teardown can run again.
     let mut pg = connect_pg(config).await?;
-    capture::uninstall(&mut pg, force).await?;
-    println!("removed schema {} from PostgreSQL", capture::CAPTURE_SCHEMA);
+    let pending = capture::count_pending(&pg).await?;
+    if pending > 0 && !force {
+        return Err(capture::InstallError::PendingChanges(pending).into());
+    }
+    let drop_hint = "the MySQL user needs the DROP privilege on the target database for teardown";
     apply::drop_checkpoint_table(&mut mysql)
         .await
         .map_err(mysql_failure)
+        .context(drop_hint)
         .context("drop the checkpoint table")?;
     println!("removed table `{}` from MySQL", apply::CHECKPOINT_TABLE);
     apply::drop_failed_table(&mut mysql)
         .await
         .map_err(mysql_failure)
+        .context(drop_hint)
         .context("drop the failed-change table")?;
     println!("removed table `{}` from MySQL", apply::FAILED_TABLE);
+    capture::uninstall(&mut pg, force).await?;
+    println!("removed schema {} from PostgreSQL", capture::CAPTURE_SCHEMA);
     if let Some(journal) = journal {
         journal
             .remove_files()

@@ -338,6 +338,12 @@ impl Board {
         state.failed_changes = Some(failed_changes);
     }
 
+    /// Records the size of the failed-change log after a retry or a delete, which are not
+    /// apply runs.
+    pub fn failed_changes(&self, count: u64) {
+        self.state().failed_changes = Some(count);
+    }
+
     /// Takes a consistent snapshot for `/status`; `backlog_bytes` is measured by the caller.
     pub fn snapshot(&self, backlog_bytes: u64) -> StatusSnapshot {
         let state = self.state();

@@ -50,3 +50,9 @@ pub fn init_tracing(format: LogFormat) {
         (LogFormat::Json, _) => builder.json().init(),
     }
 }
+
+/// Writes a count with its noun in the right number: `1 change`, `2 changes`.
+pub fn count_of(count: impl Into<u64>, singular: &str, plural: &str) -> String {
+    let count = count.into();
+    format!("{count} {}", if count == 1 { singular } else { plural })
+}

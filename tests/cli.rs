@@ -25,7 +25,7 @@ async fn setup_is_idempotent_and_teardown_guards_pending_changes() {
     let output = pipeline.run_cli(&["teardown"]);
     assert!(!output.status.success());
     assert!(
-        stderr(&output).contains("still holds 1 changes"),
+        stderr(&output).contains("still holds 1 change that"),
         "{}",
         stderr(&output)
     );
@@ -440,7 +440,7 @@ async fn teardown_checks_and_removes_the_journal() {
     let output = pipeline.run_cli(&["teardown"]);
     assert!(!output.status.success());
     assert!(
-        stderr(&output).contains("holds 1 changes not yet applied"),
+        stderr(&output).contains("holds 1 change not yet applied"),
         "{}",
         stderr(&output)
     );
@@ -550,4 +550,107 @@ fn log_lines_suit_terminals_journald_and_collectors() {
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(value["level"], "INFO");
     assert_eq!(value["fields"]["message"], "journal opened");
+}
+
+#[test]
+fn env_example_as_shipped_starts_the_daemon() {
+    // `.env.example` with only the required values filled in, as the install script and a
+    // user copying it produce, must pass the configuration checks.
+    let dir = tempfile::tempdir().unwrap();
+    let example = include_str!("../.env.example")
+        .replace(
+            "JWT_SECRET=\n",
+            "JWT_SECRET=example-secret-0123456789abcdef0123456789\n",
+        )
+        .replace(
+            "API_KEY=\n",
+            "API_KEY=example-key-0123456789abcdef0123456789\n",
+        )
+        .replace("BIND_ADDRESS=0.0.0.0", "BIND_ADDRESS=127.0.0.1")
+        .replace(
+            "PORT=3000",
+            &format!("PORT={}", crate::support::free_port()),
+        )
+        .replace("127.0.0.1:5432", "127.0.0.1:1")
+        .replace("127.0.0.1:3306", "127.0.0.1:1");
+    std::fs::write(dir.path().join(".env"), example).unwrap();
+    let log_path = dir.path().join("log");
+    let mut command = std::process::Command::new(crate::support::BINARY);
+    crate::support::clear_settings(&mut command);
+    command
+        .arg("run")
+        .current_dir(dir.path())
+        .env_remove("JOURNAL_STREAM")
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("API listening") {
+            break;
+        }
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none() && std::time::Instant::now() < deadline,
+            "the daemon did not start its API: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn teardown_without_drop_right_keeps_capture() {
+    use mysql_async::prelude::Queryable;
+
+    let databases = crate::support::Databases::create("nodrop").await;
+    let mut pipeline = crate::support::items_pipeline(&databases).await;
+    // A MySQL user with the rights apply needs, but not DROP.
+    let user = format!("u_{}", &databases.name[2..]);
+    let mut admin = databases.mysql().await;
+    for statement in [
+        format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw-nodrop'"),
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE ON `{}`.* TO '{user}'@'%'",
+            databases.name
+        ),
+    ] {
+        admin.query_drop(statement).await.unwrap();
+    }
+    let port = std::env::var("PGSYNC_TEST_MYSQL_PORT").unwrap();
+    pipeline.set(
+        "MYSQL_DATABASE_URL",
+        &format!(
+            "mysql://{user}:pw-nodrop@127.0.0.1:{port}/{}",
+            databases.name
+        ),
+    );
+
+    let output = pipeline.run_cli(&["teardown"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("needs the DROP privilege"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !stderr(&output).contains("pw-nodrop"),
+        "{}",
+        stderr(&output)
+    );
+    let schema = databases
+        .pg_rows("SELECT count(*)::text FROM pg_namespace WHERE nspname = 'pg2mysql_sync'")
+        .await;
+    assert_eq!(
+        schema[0][0].as_deref(),
+        Some("1"),
+        "capture stays installed"
+    );
+
+    admin
+        .query_drop(format!("DROP USER '{user}'@'%'"))
+        .await
+        .unwrap();
+    databases.drop_all().await;
 }

@@ -382,7 +382,10 @@ async fn rejected_change_halts_apply_until_fixed() {
         .wait_for_log("apply halted", Duration::from_secs(30))
         .await;
     let log = daemon.log();
-    assert!(log.contains("into the table of public.items"), "{log}");
+    assert!(
+        log.contains("into the MySQL table for public.items"),
+        "{log}"
+    );
     assert!(log.contains("qty_small"), "the constraint is named: {log}");
     assert!(
         !log.contains("secret-row-value"),

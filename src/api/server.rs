@@ -242,7 +242,11 @@ pub async fn start(
             info!(
                 address = %bind,
                 certificate_sha256 = tls.fingerprint_sha256(),
-                generated = tls.is_generated(),
+                certificate = if tls.is_generated() {
+                    "DATA_DIR/tls, signed by its own CA"
+                } else {
+                    "HTTPS_CERT_PATH"
+                },
                 "API listening on HTTPS"
             );
             let server =

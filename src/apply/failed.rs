@@ -134,8 +134,10 @@ pub(super) fn insert_statement(journal_id: &str, failures: &[NewFailure]) -> Str
         }
         sql.push(',');
         write_string(&mut sql, &truncate_chars(&failure.error, 1024));
+        // A change that only waits behind another was never tried.
+        let attempts = if failure.waits_for.is_some() { 0 } else { 1 };
         sql.push_str(&format!(
-            ",{},{},1,UTC_TIMESTAMP(6),",
+            ",{},{},{attempts},UTC_TIMESTAMP(6),",
             failure
                 .error_code
                 .map_or_else(|| "NULL".to_string(), |code| code.to_string()),

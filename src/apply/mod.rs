@@ -118,7 +118,7 @@ pub enum ApplyError {
     /// MySQL rejected a statement; the transaction was rolled back.
     #[error(
         "MySQL rejected the {operation} of journal records {first_seq} to {last_seq} into the \
-         table of {table}: {}",
+         MySQL table for {table}: {}",
         describe_mysql_error(.cause)
     )]
     Rejected {
@@ -236,7 +236,7 @@ impl ApplyError {
                 cause: source,
             } => format!(
                 "MySQL rejected the {operation} of journal records {first_seq} to {last_seq} \
-                 into the table of {table}: {}",
+                 into the MySQL table for {table}: {}",
                 describe_code(source)
             ),
             other => other.to_string(),
@@ -290,12 +290,14 @@ pub fn classify(error: &mysql_async::Error) -> ErrorClass {
     }
 }
 
-/// Server errors whose message names columns, constraints or tables but never quotes a row
-/// value, so it may be logged: 1048 column cannot be null, 1054 unknown column, 1142 command
-/// denied, 1146 no such table, 1264 value out of range, 1406 data too long, 1451 and 1452
-/// foreign key, 3819 check constraint (MySQL), 4025 constraint failed (MariaDB).
-const MESSAGES_WITHOUT_VALUES: [u16; 10] =
-    [1048, 1054, 1142, 1146, 1264, 1406, 1451, 1452, 3819, 4025];
+/// Server errors whose message names users, databases, columns, constraints or tables but
+/// never quotes a row value, so it may be logged: 1044 database access denied, 1045 login
+/// denied, 1048 column cannot be null, 1049 unknown database, 1054 unknown column, 1142
+/// command denied, 1146 no such table, 1264 value out of range, 1406 data too long, 1451 and
+/// 1452 foreign key, 3819 check constraint (MySQL), 4025 constraint failed (MariaDB).
+const MESSAGES_WITHOUT_VALUES: [u16; 13] = [
+    1044, 1045, 1048, 1049, 1054, 1142, 1146, 1264, 1406, 1451, 1452, 3819, 4025,
+];
 
 /// Describes a MySQL error. The server's message is included only where it cannot quote row
 /// values; others, such as "Duplicate entry 'alice@example.com'…", show the code alone.
@@ -992,7 +994,10 @@ impl Applier {
             .apply_statements(&mut session.conn, &kept, &parked, last_seq, session.limits)
             .await
         {
-            Ok(()) => return Ok(parked),
+            Ok(()) => {
+                parked.sort_by_key(|failure| failure.record.seq);
+                return Ok(parked);
+            }
             Err(error) if park && error.is_data_rejection() => {
                 debug!(error = %error, "a batch was rejected; applying it change by change");
             }
@@ -1039,6 +1044,9 @@ impl Applier {
             }
         }
         self.finish_batch(tx, &parked, last_seq).await?;
+        // Changes that waited behind earlier entries were collected first; callers count the
+        // batch in journal order.
+        parked.sort_by_key(|failure| failure.record.seq);
 
         Ok(parked)
     }
@@ -1146,8 +1154,7 @@ impl Applier {
                 "discarded a change from the failed-change log on request"
             );
         }
-        self.board
-            .run_finished(RunReport::default(), session.parked.count());
+        self.board.failed_changes(session.parked.count());
         self.session = Some(session);
 
         Ok(existed)
@@ -1192,6 +1199,14 @@ impl Applier {
                         .await
                         .map_err(mysql_error("write the failed-change log"))?;
                     report.applied.push(entry.seq);
+                    if let Ok(record) = &entry.record {
+                        count_change(
+                            &self.board.metrics.applied,
+                            &record.table,
+                            record.op.name(),
+                            1,
+                        );
+                    }
                 }
                 // A change of a table no longer synced, or of an altered table, stays parked
                 // with its error, rather than stopping the retry of every other entry.
@@ -1223,8 +1238,7 @@ impl Applier {
             still_failed = report.still_failed.len(),
             "retried parked changes"
         );
-        self.board
-            .run_finished(RunReport::default(), session.parked.count());
+        self.board.failed_changes(session.parked.count());
         self.session = Some(session);
 
         Ok(report)

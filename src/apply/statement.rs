@@ -34,8 +34,9 @@ pub struct StatementLimits {
 pub enum PlanError {
     /// The record names a table that is not synced.
     #[error(
-        "the journal holds a change of table {table}, which is not in SYNC_TABLES; add the \
-         table back to SYNC_TABLES so that its changes can be applied"
+        "the journal holds a change of table {table}, which is not among the tables this \
+         process read at start. If you added it to SYNC_TABLES, run setup and restart the \
+         daemon; if you removed it, add it back until its changes are applied"
     )]
     UnknownTable {
         /// The table.

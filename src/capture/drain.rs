@@ -244,9 +244,10 @@ impl Drainer {
         tx.commit()
             .await
             .map_err(pg_error("commit the deletion of journaled rows"))?;
+        // Usually 0: the previous session's delete committed, and this only confirms it.
         info!(
-            rows = self.pending_keys.len(),
-            deleted, "removed change-log rows journaled before the last stop"
+            journaled = self.pending_keys.len(),
+            deleted, "checked that the change-log rows of the last journal batch are deleted"
         );
         self.pending_keys.clear();
 

@@ -58,8 +58,9 @@ pub enum InstallError {
     Unsupported(String),
     /// Teardown would drop changes that the daemon has not drained.
     #[error(
-        "the change log still holds {0} changes that were not synced; run the daemon until the \
-         backlog is empty, or pass --force to drop them"
+        "the change log still holds {} that were not synced; run the daemon until the \
+         backlog is empty, or pass --force to drop them",
+        crate::telemetry::count_of(.0.unsigned_abs(), "change", "changes")
     )]
     PendingChanges(i64),
 }
@@ -159,6 +160,29 @@ pub async fn install(
         .map_err(sql_error("commit the setup transaction"))?;
 
     Ok(report)
+}
+
+/// Counts the changes waiting in the change log; 0 when capture is not installed.
+pub async fn count_pending(client: &Client) -> Result<i64, InstallError> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{CAPTURE_SCHEMA}.change_log")],
+        )
+        .await
+        .map_err(sql_error("look up the change log"))?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_one(
+            &format!("SELECT count(*) FROM {CAPTURE_SCHEMA}.change_log"),
+            &[],
+        )
+        .await
+        .map_err(sql_error("count the change log"))?
+        .get(0))
 }
 
 /// Removes all capture objects. Fails while the change log contains changes, unless `force`.

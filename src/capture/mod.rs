@@ -10,5 +10,6 @@ mod install;
 pub use connection::{ConnectError, PG_SSL_ROOT_CERT_ENV, PgConnection, connect_pg};
 pub use drain::{CaptureError, DrainSettings, Drainer};
 pub use install::{
-    CAPTURE_SCHEMA, InstallError, InstallReport, NOTIFY_CHANNEL, install, uninstall, verify,
+    CAPTURE_SCHEMA, InstallError, InstallReport, NOTIFY_CHANNEL, count_pending, install, uninstall,
+    verify,
 };
