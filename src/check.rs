@@ -719,9 +719,10 @@ async fn check_indexes(
         findings.push((
             Severity::Warning,
             format!(
-                "the unique index `{name}` ({}) makes an upsert match a row by that index too: a \
-                 change that moves a unique value between rows can update the wrong row or \
-                 halt apply. Drop the index on the target unless it is needed",
+                "the unique index `{name}` ({}): apply writes each changed row with an UPDATE \
+                 and an INSERT by primary key, so no change updates another row, but a value \
+                 that clashes with a row only MySQL has halts apply (MySQL error 1062), and \
+                 the table is written one row per statement",
                 columns.join(", ")
             ),
         ));

@@ -5,9 +5,11 @@
 //! collation, so that keys distinct in PostgreSQL by case, accent or trailing space stay
 //! distinct in MySQL.
 //!
-//! Secondary unique indexes are not created. `INSERT … ON DUPLICATE KEY UPDATE` matches rows
-//! by every unique index, so on a table with one a change that moves a unique value between
-//! rows could update the wrong row. PostgreSQL already enforces the uniqueness of what arrives.
+//! Plain unique indexes are created too, with the same exact collation on their text columns.
+//! Apply then writes the table with an UPDATE and an INSERT by primary key rather than
+//! `INSERT … ON DUPLICATE KEY UPDATE`, which would match rows by every unique index.
+
+use std::collections::HashMap;
 
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
@@ -94,29 +96,28 @@ pub async fn table_exists(mysql: &mut Conn, table: &str) -> Result<bool, mysql_a
     Ok(count.unwrap_or(0) > 0)
 }
 
-/// Builds the CREATE TABLE statement for a synced table.
+/// Builds the CREATE TABLE statement for a synced table, with notes on what was left out.
 pub async fn create_table_statement(
     pg: &tokio_postgres::Client,
     schema: &TableSchema,
     flavor: Flavor,
-) -> Result<String, CreateError> {
+) -> Result<(String, Vec<String>), CreateError> {
     check_names(schema)?;
     let source = source_columns(pg, schema).await?;
 
-    // Text key columns share what the other key columns leave of the index size limit.
-    let key_text_columns = schema
-        .key_columns()
-        .filter(|column| is_text_key(column.pg_type))
-        .count();
-    let key_fixed_bytes: usize = schema
-        .key_columns()
-        .filter(|column| !is_text_key(column.pg_type))
-        .map(|column| fixed_key_bytes(column.pg_type))
-        .sum();
-    let key_text_chars = (MAX_KEY_BYTES.saturating_sub(key_fixed_bytes) / UTF8MB4_BYTES)
-        .checked_div(key_text_columns)
-        .unwrap_or(0)
-        .max(1);
+    let (unique_indexes, mut notes) = unique_indexes(pg, schema).await?;
+    // Each text column in an index gets a share of InnoDB's key size limit; a column in
+    // several indexes gets the smallest share.
+    let mut indexed_chars: HashMap<usize, usize> = HashMap::new();
+    for columns in std::iter::once(&schema.key).chain(unique_indexes.iter().map(|(_, c)| c)) {
+        let budget = text_budget(schema, columns);
+        for &column in columns {
+            indexed_chars
+                .entry(column)
+                .and_modify(|chars| *chars = (*chars).min(budget))
+                .or_insert(budget);
+        }
+    }
 
     let mut lines = Vec::new();
     for (index, column) in schema.columns.iter().enumerate() {
@@ -125,7 +126,12 @@ pub async fn create_table_statement(
         let mut line = format!(
             "{} {}",
             quote_mysql_ident(&column.name),
-            column_type(column.pg_type, details, is_key, key_text_chars, flavor)
+            column_type(
+                column.pg_type,
+                details,
+                indexed_chars.get(&index).copied(),
+                flavor
+            )
         );
         let nullable = details.is_none_or(|details| details.nullable);
         if is_key || !nullable {
@@ -138,27 +144,122 @@ pub async fn create_table_statement(
         .map(|column| quote_mysql_ident(&column.name))
         .collect();
     lines.push(format!("PRIMARY KEY ({})", key.join(", ")));
+    for (name, columns) in &unique_indexes {
+        let names: Vec<String> = columns
+            .iter()
+            .map(|&index| quote_mysql_ident(&schema.columns[index].name))
+            .collect();
+        lines.push(format!(
+            "UNIQUE KEY {} ({})",
+            quote_mysql_ident(name),
+            names.join(", ")
+        ));
+    }
+    if !unique_indexes.is_empty() {
+        notes.push(
+            "changes to this table are applied as an UPDATE and an INSERT by primary key, \
+             because of its unique indexes"
+                .to_string(),
+        );
+    }
 
     let mut comment = String::new();
     write_string_literal(
         &mut comment,
         &format!("created by pg-to-mysql-sync from {}", schema.name),
     );
-    Ok(format!(
+    let sql = format!(
         "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT={comment}",
         quote_mysql_ident(&schema.name.name),
         lines.join(",\n  ")
-    ))
+    );
+
+    Ok((sql, notes))
 }
 
-/// Creates the table.
+/// Reads the table's unique indexes other than the primary key, as column positions. Indexes
+/// MySQL cannot build (partial, on expressions, or on columns synced as JSON or geometry) are
+/// left out, with a note each.
+async fn unique_indexes(
+    pg: &tokio_postgres::Client,
+    schema: &TableSchema,
+) -> Result<(Vec<(String, Vec<usize>)>, Vec<String>), CreateError> {
+    let rows = pg
+        .query(
+            "SELECT i.relname::text, x.indpred IS NOT NULL OR x.indexprs IS NOT NULL, \
+             coalesce(array_agg(a.attname::text ORDER BY k.ord) \
+                 FILTER (WHERE a.attname IS NOT NULL), '{}') \
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+             LEFT JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum \
+             WHERE x.indrelid = $1::text::regclass AND x.indisunique AND NOT x.indisprimary \
+             GROUP BY i.relname, x.indpred, x.indexprs ORDER BY i.relname",
+            &[&schema.name.quoted()],
+        )
+        .await
+        .map_err(crate::check::CheckError::from)?;
+    let mut indexes = Vec::new();
+    let mut notes = Vec::new();
+    for row in rows {
+        let name: String = row.get(0);
+        let partial_or_expression: bool = row.get(1);
+        let names: Vec<String> = row.get(2);
+        let columns: Vec<usize> = names
+            .iter()
+            .filter_map(|name| schema.columns.iter().position(|c| &c.name == name))
+            .collect();
+        let indexable = columns.len() == names.len()
+            && columns.iter().all(|&index| {
+                !matches!(
+                    schema.columns[index].pg_type,
+                    PgType::Json
+                        | PgType::Jsonb
+                        | PgType::Hstore
+                        | PgType::Array
+                        | PgType::Composite
+                        | PgType::Geometry
+                        | PgType::Geography
+                )
+            });
+        if partial_or_expression || !indexable {
+            notes.push(format!(
+                "the unique index {name} was left out: MySQL cannot build it (it is partial, on \
+                 an expression, or on a column synced as JSON or geometry)"
+            ));
+            continue;
+        }
+        indexes.push((name, columns));
+    }
+
+    Ok((indexes, notes))
+}
+
+/// Returns the characters each text column of an index may have, so that the index stays
+/// within InnoDB's key size limit.
+fn text_budget(schema: &TableSchema, columns: &[usize]) -> usize {
+    let text_columns = columns
+        .iter()
+        .filter(|&&index| is_text_key(schema.columns[index].pg_type))
+        .count();
+    let fixed_bytes: usize = columns
+        .iter()
+        .filter(|&&index| !is_text_key(schema.columns[index].pg_type))
+        .map(|&index| fixed_key_bytes(schema.columns[index].pg_type))
+        .sum();
+    (MAX_KEY_BYTES.saturating_sub(fixed_bytes) / UTF8MB4_BYTES)
+        .checked_div(text_columns)
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// Creates the table. Returns the statement and notes on what was left out.
 pub async fn create_table(
     pg: &tokio_postgres::Client,
     mysql: &mut Conn,
     schema: &TableSchema,
     flavor: Flavor,
-) -> Result<String, CreateError> {
-    let sql = create_table_statement(pg, schema, flavor).await?;
+) -> Result<(String, Vec<String>), CreateError> {
+    let (sql, notes) = create_table_statement(pg, schema, flavor).await?;
     mysql
         .query_drop(&sql)
         .await
@@ -166,7 +267,7 @@ pub async fn create_table(
             table: schema.name.to_string(),
             cause,
         })?;
-    Ok(sql)
+    Ok((sql, notes))
 }
 
 /// Rejects names longer than MySQL allows, and column names that MySQL, which compares them
@@ -238,13 +339,16 @@ fn fixed_key_bytes(pg_type: PgType) -> usize {
     }
 }
 
+/// Returns the MySQL type of a column; `indexed_chars` is set for a column in the primary key
+/// or a unique index, with the characters it may have there.
 fn column_type(
     pg_type: PgType,
     source: Option<&SourceColumn>,
-    is_key: bool,
-    key_text_chars: usize,
+    indexed_chars: Option<usize>,
     flavor: Flavor,
 ) -> String {
+    let is_key = indexed_chars.is_some();
+    let key_text_chars = indexed_chars.unwrap_or(0);
     let length = source.and_then(|source| source.max_length);
     let exact = flavor.exact_collation();
     // Text that must compare exactly: key columns get a binary no-pad collation.

@@ -253,8 +253,11 @@ async fn setup(config: &Config, create_tables: bool) -> anyhow::Result<()> {
             {
                 continue;
             }
-            let sql = create::create_table(&pg, &mut mysql, schema, flavor).await?;
+            let (sql, notes) = create::create_table(&pg, &mut mysql, schema, flavor).await?;
             println!("created the MySQL table for {}:\n{sql}", schema.name);
+            for note in notes {
+                println!("note: {note}");
+            }
         }
     }
     let plans: Vec<apply::TablePlan> = schemas.iter().cloned().map(apply::TablePlan::new).collect();

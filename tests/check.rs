@@ -183,8 +183,10 @@ CREATE TABLE wide (
     tags integer[],
     ref uuid,
     level tier,
-    PRIMARY KEY (region, id)
-)";
+    PRIMARY KEY (region, id),
+    UNIQUE (short_name)
+);
+CREATE UNIQUE INDEX wide_title_when_active ON wide (title) WHERE active;";
 
 const CREATED_PG_SELECT: &str = "SELECT region, id::text, code, title, short_name, amount::text,
     ratio::text, score::text, weight::text, active::int::text, born::text,
@@ -212,11 +214,18 @@ async fn created_tables_pass_check_and_round_trip() {
         stdout(&output),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(
-        stdout(&output).contains("created the MySQL table for public.wide"),
-        "{}",
-        stdout(&output)
-    );
+    for expected in [
+        "created the MySQL table for public.wide",
+        "UNIQUE KEY `wide_short_name_key` (`short_name`)",
+        "`short_name` VARCHAR(40) COLLATE utf8mb4_nopad_bin NOT NULL",
+        "the unique index wide_title_when_active was left out",
+    ] {
+        assert!(
+            stdout(&output).contains(expected),
+            "missing {expected:?} in:\n{}",
+            stdout(&output)
+        );
+    }
     let output = pipeline.run_cli(&["check"]);
     assert!(output.status.success(), "{}", stdout(&output));
     assert!(stdout(&output).contains("0 errors"), "{}", stdout(&output));

@@ -11,3 +11,4 @@ mod modes;
 mod service;
 mod sync;
 mod types;
+mod unique;

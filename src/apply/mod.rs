@@ -817,6 +817,9 @@ impl Applier {
         target::read_target_scales(&mut conn, self.plans.values_mut())
             .await
             .map_err(mysql_error("read the target column scales"))?;
+        target::read_secondary_unique(&mut conn, self.plans.values_mut())
+            .await
+            .map_err(mysql_error("read the target unique indexes"))?;
         let flavor = crate::create::Flavor::detect(&mut conn)
             .await
             .map_err(mysql_error("read the MySQL version"))?;

@@ -101,6 +101,10 @@ pub struct TablePlan {
     target_scales: Vec<Option<u32>>,
     /// Whether geometries need MySQL 8's `axis-order=long-lat` option (see `write_geometry`).
     long_lat_axis: bool,
+    /// Whether the target has a unique index besides the primary key. Upserts then use an
+    /// UPDATE by primary key and an INSERT of a missing row, because `INSERT … ON DUPLICATE
+    /// KEY UPDATE` would match a row by any unique index and could update a different row.
+    guarded: bool,
 }
 
 impl TablePlan {
@@ -128,6 +132,7 @@ impl TablePlan {
         TablePlan {
             target_scales: vec![None; schema.columns.len()],
             long_lat_axis: false,
+            guarded: false,
             insert_prefix: format!("INSERT INTO {table} ({}) VALUES ", columns.join(",")),
             upsert_suffix: format!(" ON DUPLICATE KEY UPDATE {}", updates.join(",")),
             // Single-column keys use `key IN (…)`, which MySQL turns into index lookups.
@@ -154,6 +159,11 @@ impl TablePlan {
         }) {
             self.target_scales[index] = Some(scale);
         }
+    }
+
+    /// Tells the plan whether the target table has a unique index besides the primary key.
+    pub fn set_secondary_unique(&mut self, present: bool) {
+        self.guarded = present;
     }
 
     /// Tells the plan whether the server is MySQL rather than MariaDB, which changes how
@@ -194,9 +204,29 @@ impl TablePlan {
         raw: &RawValue,
         out: &mut String,
     ) -> Result<Option<Vec<usize>>, PlanError> {
-        let image = parse_image(self, record, raw)?;
-        let mut present = Vec::with_capacity(self.schema.columns.len());
+        let literals = self.row_literals(record, raw)?;
         out.push('(');
+        for (position, (_, literal)) in literals.iter().enumerate() {
+            if position > 0 {
+                out.push(',');
+            }
+            out.push_str(literal);
+        }
+        out.push(')');
+        let present: Vec<usize> = literals.into_iter().map(|(index, _)| index).collect();
+
+        Ok((present.len() < self.schema.columns.len()).then_some(present))
+    }
+
+    /// Returns the literal of each column in a row image with the column's position, checking
+    /// the image against the table definition as [`Self::write_row`] describes.
+    fn row_literals(
+        &self,
+        record: &JournalRecord,
+        raw: &RawValue,
+    ) -> Result<Vec<(usize, String)>, PlanError> {
+        let image = parse_image(self, record, raw)?;
+        let mut literals = Vec::with_capacity(self.schema.columns.len());
         for (index, column) in self.schema.columns.iter().enumerate() {
             let Some(value) = find_value(&image, index, &column.name) else {
                 if self.schema.key.contains(&index) {
@@ -205,14 +235,11 @@ impl TablePlan {
                 }
                 continue;
             };
-            if !present.is_empty() {
-                out.push(',');
-            }
-            self.write_value(record, index, value, out)?;
-            present.push(index);
+            let mut literal = String::new();
+            self.write_value(record, index, value, &mut literal)?;
+            literals.push((index, literal));
         }
-        out.push(')');
-        if image.len() != present.len() {
+        if image.len() != literals.len() {
             let extra = image
                 .iter()
                 .find(|(name, _)| !self.schema.columns.iter().any(|c| c.name == *name))
@@ -223,7 +250,63 @@ impl TablePlan {
             return Err(self.shape_error(record, extra));
         }
 
-        Ok((present.len() < self.schema.columns.len()).then_some(present))
+        Ok(literals)
+    }
+
+    /// Builds the two statements of an upsert on a table with secondary unique indexes: an
+    /// UPDATE of the row with the record's primary key, and an INSERT of the row when no row
+    /// has that key. Neither can touch a row with another key; a clash with another row's
+    /// unique value makes MySQL reject the change instead.
+    fn guarded_upsert(
+        &self,
+        record: &JournalRecord,
+        raw: &RawValue,
+    ) -> Result<(Option<String>, String), PlanError> {
+        let literals = self.row_literals(record, raw)?;
+        let table = quote_mysql_ident(&self.schema.name.name);
+        let condition: Vec<String> = literals
+            .iter()
+            .filter(|(index, _)| self.schema.key.contains(index))
+            .map(|(index, literal)| {
+                format!(
+                    "{}={literal}",
+                    quote_mysql_ident(&self.schema.columns[*index].name)
+                )
+            })
+            .collect();
+        let condition = condition.join(" AND ");
+        let assignments: Vec<String> = literals
+            .iter()
+            .filter(|(index, _)| !self.schema.key.contains(index))
+            .map(|(index, literal)| {
+                format!(
+                    "{}={literal}",
+                    quote_mysql_ident(&self.schema.columns[*index].name)
+                )
+            })
+            .collect();
+        let update = (!assignments.is_empty()).then(|| {
+            format!(
+                "UPDATE {table} SET {} WHERE {condition}",
+                assignments.join(",")
+            )
+        });
+        let names: Vec<String> = literals
+            .iter()
+            .map(|(index, _)| quote_mysql_ident(&self.schema.columns[*index].name))
+            .collect();
+        let values: Vec<&str> = literals
+            .iter()
+            .map(|(_, literal)| literal.as_str())
+            .collect();
+        let insert = format!(
+            "INSERT INTO {table} ({}) SELECT {} FROM DUAL WHERE NOT EXISTS \
+             (SELECT 1 FROM {table} WHERE {condition})",
+            names.join(","),
+            values.join(",")
+        );
+
+        Ok((update, insert))
     }
 
     /// Builds the INSERT prefix and upsert suffix for a row image with only some columns.
@@ -398,7 +481,8 @@ pub struct Statement {
     pub sql: String,
     /// Source table as `schema.table`.
     pub table: String,
-    /// `upsert`, `delete` or `truncate`.
+    /// `upsert`, `delete` or `truncate`; `update` and `insert` for the two statements of an
+    /// upsert on a table with secondary unique indexes.
     pub operation: &'static str,
     /// First journal record applied by the statement.
     pub first_seq: u64,
@@ -429,6 +513,32 @@ pub fn build_statements<'r>(
                     .new
                     .as_deref()
                     .ok_or_else(|| plan.shape_error(record, "the row image is missing".into()))?;
+                if plan.guarded {
+                    builder.finish();
+                    let (update, insert) = plan.guarded_upsert(record, raw)?;
+                    for (sql, operation) in update
+                        .map(|sql| (sql, "update"))
+                        .into_iter()
+                        .chain([(insert, "insert")])
+                    {
+                        if sql.len() > limits.max_bytes {
+                            return Err(PlanError::RowTooLarge {
+                                table: plan.schema.name.to_string(),
+                                seq: record.seq,
+                                bytes: sql.len(),
+                                max_bytes: limits.max_bytes,
+                            });
+                        }
+                        builder.statements.push(Statement {
+                            sql,
+                            table: record.table.clone(),
+                            operation,
+                            first_seq: record.seq,
+                            last_seq: record.seq,
+                        });
+                    }
+                    continue;
+                }
                 let mut row = String::new();
                 let columns = plan.write_row(record, raw, &mut row)?;
                 builder.add(plan, StepKind::Upsert, columns, record, row)?;

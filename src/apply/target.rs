@@ -75,6 +75,24 @@ pub(super) async fn read_target_scales<'a>(
     Ok(())
 }
 
+/// Marks the plans whose target table has a unique index besides the primary key.
+pub(super) async fn read_secondary_unique<'a>(
+    conn: &mut Conn,
+    plans: impl Iterator<Item = &'a mut TablePlan>,
+) -> Result<(), mysql_async::Error> {
+    for plan in plans {
+        let mut sql = "SELECT COUNT(*) FROM information_schema.STATISTICS \
+                       WHERE TABLE_SCHEMA = DATABASE() AND NON_UNIQUE = 0 \
+                       AND INDEX_NAME <> 'PRIMARY' AND TABLE_NAME = "
+            .to_string();
+        write_string(&mut sql, &plan.schema.name.name);
+        let count: Option<u64> = conn.query_first(sql).await?;
+        plan.set_secondary_unique(count.unwrap_or(0) > 0);
+    }
+
+    Ok(())
+}
+
 /// Opens a connection with the session settings applied.
 pub async fn connect(url: &Secret) -> Result<Conn, mysql_async::Error> {
     let opts = Opts::from_url(url.expose())?;
