@@ -358,6 +358,9 @@ def daemon_environment(servers: Servers, tables: str, data_dir: Path, rust_log: 
         SYNC_TABLES=tables,
         DATA_DIR=str(data_dir),
         RUST_LOG=rust_log,
+        # The HTTPS API plays no part in the data path; it would only need keys here.
+        API="off",
+        MODE="automatic",
     )
     return env
 
