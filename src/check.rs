@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::apply::quote_mysql_ident;
 use crate::schema::{PgType, TableSchema};
 
-/// How serious a finding is.
+/// Seriousness of a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {

@@ -40,7 +40,7 @@ pub enum CreateError {
     Name {
         /// Source table.
         table: String,
-        /// What is wrong, and the fix.
+        /// The problem and its fix.
         reason: String,
     },
     /// A catalog query failed.
@@ -56,7 +56,7 @@ pub enum CreateError {
     },
 }
 
-/// Which server the statement is for; they name their exact collation differently.
+/// Server kind. MariaDB and MySQL name their exact collation differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     /// MariaDB: `utf8mb4_nopad_bin`.
@@ -339,8 +339,8 @@ fn fixed_key_bytes(pg_type: PgType) -> usize {
     }
 }
 
-/// Returns the MySQL type of a column; `indexed_chars` is set for a column in the primary key
-/// or a unique index, with the characters it may have there.
+/// Returns the MySQL type of a column. `indexed_chars` is set for a column in the primary key
+/// or a unique index, and gives the characters it may have there.
 fn column_type(
     pg_type: PgType,
     source: Option<&SourceColumn>,

@@ -41,7 +41,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon: capture changes from PostgreSQL, apply them to MySQL as MODE says, and
+    /// Run the daemon: capture changes from PostgreSQL, apply them to MySQL as MODE sets, and
     /// serve the HTTPS API.
     Run {
         #[command(flatten)]
@@ -89,7 +89,7 @@ enum Command {
         /// Base URL of the API, when the certificate names a host: e.g. https://sync.example:3000.
         #[arg(long)]
         url: Option<String>,
-        /// Apply the journal directly, without a daemon. Fails while a daemon holds DATA_DIR.
+        /// Apply the journal directly, without a daemon. Fails while a daemon has the DATA_DIR lock.
         #[arg(long)]
         offline: bool,
     },

@@ -79,7 +79,7 @@ pub fn write_literal(out: &mut String, pg_type: PgType, raw: &RawValue) -> Resul
 
 /// Appends a geometry, captured as `[srid, "hex of ST_AsBinary"]`, as
 /// `ST_GeomFromWKB(X'…', srid)`. PostGIS writes x (longitude) before y (latitude). MySQL 8
-/// reads a geographic SRID such as 4326 latitude first unless told otherwise, so
+/// reads a geographic SRID such as 4326 latitude first by default, so
 /// `long_lat_axis` adds its `axis-order=long-lat` option; MariaDB has no such option and
 /// keeps the order as it is.
 pub(super) fn write_geometry(
