@@ -15,7 +15,7 @@
 //! shape `to_json` output: hex `bytea`, shortest exact floats, UTC time stamps and ISO 8601
 //! intervals.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use crate::config::{TableName, quote_pg_ident};
 use crate::schema::{Column, PgType, TableSchema};
@@ -163,7 +163,7 @@ pub async fn install(
 }
 
 /// Counts the changes waiting in the change log; 0 when capture is not installed.
-pub async fn count_pending(client: &Client) -> Result<i64, InstallError> {
+pub async fn count_pending(client: &impl GenericClient) -> Result<i64, InstallError> {
     let exists: bool = client
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL",
@@ -191,23 +191,8 @@ pub async fn uninstall(client: &mut Client, force: bool) -> Result<(), InstallEr
         .transaction()
         .await
         .map_err(sql_error("begin the teardown transaction"))?;
-    let exists: bool = tx
-        .query_one(
-            "SELECT to_regclass($1) IS NOT NULL",
-            &[&format!("{CAPTURE_SCHEMA}.change_log")],
-        )
-        .await
-        .map_err(sql_error("look up the change log"))?
-        .get(0);
-    if exists && !force {
-        let pending: i64 = tx
-            .query_one(
-                &format!("SELECT count(*) FROM {CAPTURE_SCHEMA}.change_log"),
-                &[],
-            )
-            .await
-            .map_err(sql_error("count the change log"))?
-            .get(0);
+    if !force {
+        let pending = count_pending(&tx).await?;
         if pending > 0 {
             return Err(InstallError::PendingChanges(pending));
         }
