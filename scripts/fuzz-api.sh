@@ -406,7 +406,9 @@ run_schemathesis() {
   fi
   command+=("$@")
   printf '%s\n' "${command[*]#"$work_dir"/venv/bin/}" | sed "s|$work_dir|\$WORK|g"
-  "${command[@]}" 2>&1 | tee "$report_dir/$name.log"
+  # schemathesis keeps found examples and crashes in .schemathesis/ in its
+  # working directory, which goes with the temporary directory.
+  (cd "$work_dir" && "${command[@]}") 2>&1 | tee "$report_dir/$name.log"
   return "${PIPESTATUS[0]}"
 }
 
