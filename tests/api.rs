@@ -243,7 +243,26 @@ async fn every_route_answers_with_security_headers() {
             Some(json!({ "ids": "all" })),
             400,
         ),
+        (
+            Method::POST,
+            "/sync/failed/retry",
+            Some(json!({ "ids": null })),
+            400,
+        ),
+        (
+            Method::POST,
+            "/sync/failed/retry",
+            Some(json!({ "ids": [0] })),
+            400,
+        ),
+        (
+            Method::POST,
+            "/sync/failed/retry",
+            Some(json!({ "ids": [9_223_372_036_854_775_808_u64] })),
+            400,
+        ),
         (Method::DELETE, "/sync/failed/99", None, 404),
+        (Method::DELETE, "/sync/failed/0", None, 400),
         (Method::GET, "/no/such/route", None, 404),
         (Method::DELETE, "/status", None, 405),
     ];

@@ -49,6 +49,10 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Time limit of one database reachability check.
 const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Largest id of a parked change that a request may name. Ids are journal sequence numbers,
+/// which start at 1, and the OpenAPI document declares them as int64.
+const MAX_CHANGE_ID: u64 = i64::MAX as u64;
+
 /// State shared by the handlers.
 pub struct ApiState {
     board: Arc<Board>,
@@ -514,7 +518,17 @@ async fn list_failed(State(state): State<Shared>) -> Result<Json<serde_json::Val
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RetryRequest {
+    /// Ids to retry; absent retries every parked change. `null` is rejected, because the
+    /// document allows only an array and a client that sends null may not mean "all".
+    #[serde(default, deserialize_with = "deserialize_ids")]
     ids: Option<Vec<u64>>,
+}
+
+fn deserialize_ids<'de, D>(deserializer: D) -> Result<Option<Vec<u64>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Vec::<u64>::deserialize(deserializer).map(Some)
 }
 
 async fn retry_failed(
@@ -541,6 +555,11 @@ async fn retry_failed(
             .into(),
         })?
     };
+    if let Some(ids) = &request.ids {
+        for &id in ids {
+            check_change_id(id)?;
+        }
+    }
     let report = state
         .apply
         .retry_failed(request.ids)
@@ -556,6 +575,7 @@ async fn delete_failed(
     let Path(id) = id.map_err(|_| ApiError::BadRequest {
         message: "the id must be a whole number, the journal sequence number of the change".into(),
     })?;
+    check_change_id(id)?;
     if state.apply.delete_failed(id).await.map_err(run_error)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -563,6 +583,19 @@ async fn delete_failed(
             message: format!("no failed change has id {id}").into(),
         })
     }
+}
+
+/// Rejects an id outside 1 to [`MAX_CHANGE_ID`], the range the OpenAPI document declares.
+fn check_change_id(id: u64) -> Result<(), ApiError> {
+    if (1..=MAX_CHANGE_ID).contains(&id) {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest {
+        message: format!(
+            "id {id} is out of range; ids are journal sequence numbers from 1 to {MAX_CHANGE_ID}"
+        )
+        .into(),
+    })
 }
 
 async fn not_found() -> ApiError {
@@ -607,6 +640,33 @@ mod tests {
             .collect();
         served.sort();
         assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn change_id_range_matches_document() {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        let schema = &document["paths"]["/sync/failed/{id}"]["delete"]["parameters"][0]["schema"];
+        assert_eq!(schema["minimum"], 1);
+        assert_eq!(schema["format"], "int64");
+
+        for id in [1, 2, MAX_CHANGE_ID] {
+            assert!(check_change_id(id).is_ok(), "{id} rejected");
+        }
+        for id in [0, MAX_CHANGE_ID + 1, u64::MAX] {
+            let error = check_change_id(id).unwrap_err();
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{id}");
+        }
+    }
+
+    #[test]
+    fn retry_request_rejects_null_ids() {
+        let all: RetryRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(all.ids, None);
+        let some: RetryRequest = serde_json::from_str(r#"{"ids": [3, 4]}"#).unwrap();
+        assert_eq!(some.ids, Some(vec![3, 4]));
+
+        let null = serde_json::from_str::<RetryRequest>(r#"{"ids": null}"#);
+        assert!(null.is_err(), "{null:?}");
     }
 
     #[test]
