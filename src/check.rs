@@ -696,7 +696,32 @@ async fn check_indexes(
         .key_columns()
         .map(|column| column.name.to_ascii_lowercase())
         .collect();
-    match unique.iter().find(|(name, _)| name == "PRIMARY") {
+    let primary = unique.iter().find(|(name, _)| name == "PRIMARY");
+    if schema.keyless {
+        // A surrogate key that PostgreSQL does not have, such as an AUTO_INCREMENT column, is
+        // fine; a key on synced columns rejects the identical rows a keyless table can have.
+        if let Some((_, columns)) = primary {
+            let on_synced = columns.iter().all(|column| {
+                schema
+                    .columns
+                    .iter()
+                    .any(|synced| synced.name.eq_ignore_ascii_case(column))
+            });
+            if on_synced {
+                findings.push((
+                    Severity::Error,
+                    format!(
+                        "the table is keyless in PostgreSQL and can hold identical rows, but the \
+                         MySQL primary key ({}) rejects them; drop it, or key the MySQL table \
+                         on an AUTO_INCREMENT column of its own",
+                        columns.join(", ")
+                    ),
+                ));
+            }
+        }
+        return Ok(());
+    }
+    match primary {
         None => findings.push((
             Severity::Error,
             format!(

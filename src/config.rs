@@ -31,6 +31,11 @@ pub struct SettingsArgs {
     #[arg(long, env = "SYNC_TABLES")]
     pub sync_tables: Option<String>,
 
+    /// Comma-separated tables of SYNC_TABLES that have no primary key and may be synced by
+    /// matching rows on all columns, e.g. public.events.
+    #[arg(long, env = "KEYLESS_TABLES")]
+    pub keyless_tables: Option<String>,
+
     /// When changes are applied to MySQL: `automatic` (continuously), `auto-check` (every
     /// AUTO_CHECK_INTERVAL seconds while MySQL is reachable) or `manual` (on request only).
     #[arg(long, env = "MODE", default_value = "automatic")]
@@ -498,6 +503,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Synced tables, in the order given.
     pub tables: Vec<TableName>,
+    /// Synced tables without a primary key whose rows are matched on all columns.
+    pub keyless_tables: Vec<TableName>,
 }
 
 /// Reason the configuration is unusable. Each message names the key and the fix.
@@ -549,6 +556,7 @@ impl Config {
             "e.g. public.orders,public.customers",
         )?;
         let tables = parse_table_list(&tables_text)?;
+        let keyless_tables = parse_keyless_tables(args.keyless_tables.as_deref(), &tables)?;
 
         let mode = args.mode.trim().parse()?;
         let auto_check_interval =
@@ -570,6 +578,7 @@ impl Config {
             failed_change_policy,
             data_dir: args.data_dir.clone(),
             tables,
+            keyless_tables,
         })
     }
 }
@@ -649,6 +658,34 @@ fn validate_mysql_url(url: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// Parses `KEYLESS_TABLES`; each table must be in `SYNC_TABLES` too.
+fn parse_keyless_tables(
+    text: Option<&str>,
+    tables: &[TableName],
+) -> Result<Vec<TableName>, ConfigError> {
+    let mut keyless = Vec::new();
+    for item in text
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let table = TableName::parse(item).map_err(|reason| ConfigError::Invalid {
+            key: "KEYLESS_TABLES",
+            reason,
+        })?;
+        if !tables.contains(&table) {
+            return Err(ConfigError::Invalid {
+                key: "KEYLESS_TABLES",
+                reason: format!("`{table}` is not in SYNC_TABLES; add it there too"),
+            });
+        }
+        keyless.push(table);
+    }
+
+    Ok(keyless)
+}
+
 /// Parses `SYNC_TABLES`. Each PostgreSQL table maps to the MySQL table of the same name, so two
 /// tables of one name in different schemas would collide and are rejected.
 fn parse_table_list(text: &str) -> Result<Vec<TableName>, ConfigError> {
@@ -692,6 +729,7 @@ mod tests {
             pg_database_url: Some("postgres://u:secretpw@127.0.0.1:5432/db".into()),
             mysql_database_url: Some("mysql://u:secretpw@127.0.0.1:3306/app".into()),
             sync_tables: Some("public.orders, \"Sales\".\"Line.Items\"".into()),
+            keyless_tables: None,
             mode: "automatic".into(),
             auto_check_interval: "300".into(),
             failed_change_policy: "halt".into(),
@@ -796,6 +834,22 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn keyless_tables_must_be_synced() {
+        let mut raw = args();
+        raw.keyless_tables = Some("public.orders".into());
+        let config = Config::from_args(&raw).unwrap();
+        assert_eq!(config.keyless_tables, vec![config.tables[0].clone()]);
+
+        raw.keyless_tables = Some("public.events".into());
+        let message = Config::from_args(&raw).unwrap_err().to_string();
+        assert!(
+            message.starts_with("KEYLESS_TABLES is invalid"),
+            "{message}"
+        );
+        assert!(message.contains("not in SYNC_TABLES"), "{message}");
     }
 
     #[test]

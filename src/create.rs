@@ -109,7 +109,11 @@ pub async fn create_table_statement(
     // Each text column in an index gets a share of InnoDB's key size limit; a column in
     // several indexes gets the smallest share.
     let mut indexed_chars: HashMap<usize, usize> = HashMap::new();
-    for columns in std::iter::once(&schema.key).chain(unique_indexes.iter().map(|(_, c)| c)) {
+    // A keyless table gets no primary key; its `key` lists every column.
+    let primary_key: &[usize] = if schema.keyless { &[] } else { &schema.key };
+    let indexes =
+        std::iter::once(primary_key).chain(unique_indexes.iter().map(|(_, c)| c.as_slice()));
+    for columns in indexes.filter(|columns| !columns.is_empty()) {
         let budget = text_budget(schema, columns);
         for &column in columns {
             indexed_chars
@@ -121,7 +125,7 @@ pub async fn create_table_statement(
 
     let mut lines = Vec::new();
     for (index, column) in schema.columns.iter().enumerate() {
-        let is_key = schema.key.contains(&index);
+        let is_key = primary_key.contains(&index);
         let details = source.get(&column.name);
         let mut line = format!(
             "{} {}",
@@ -139,11 +143,13 @@ pub async fn create_table_statement(
         }
         lines.push(line);
     }
-    let key: Vec<String> = schema
-        .key_columns()
-        .map(|column| quote_mysql_ident(&column.name))
+    let key: Vec<String> = primary_key
+        .iter()
+        .map(|&index| quote_mysql_ident(&schema.columns[index].name))
         .collect();
-    lines.push(format!("PRIMARY KEY ({})", key.join(", ")));
+    if !key.is_empty() {
+        lines.push(format!("PRIMARY KEY ({})", key.join(", ")));
+    }
     for (name, columns) in &unique_indexes {
         let names: Vec<String> = columns
             .iter()
@@ -168,10 +174,13 @@ pub async fn create_table_statement(
         &mut comment,
         &format!("created by pg-to-mysql-sync from {}", schema.name),
     );
+    // Every text column compares exactly, as in PostgreSQL, not only the key columns.
     let sql = format!(
-        "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COMMENT={comment}",
+        "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={} \
+         COMMENT={comment}",
         quote_mysql_ident(&schema.name.name),
-        lines.join(",\n  ")
+        lines.join(",\n  "),
+        flavor.exact_collation(),
     );
 
     Ok((sql, notes))

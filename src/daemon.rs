@@ -249,7 +249,7 @@ async fn load_and_verify(
     client: &tokio_postgres::Client,
     config: &Config,
 ) -> anyhow::Result<Vec<TableSchema>> {
-    let schemas = load_table_schemas(client, &config.tables).await?;
+    let schemas = load_table_schemas(client, &config.tables, &config.keyless_tables).await?;
     capture::verify(client, &config.tables).await?;
 
     Ok(schemas)

@@ -335,8 +335,12 @@ pub struct TableSchema {
     pub name: TableName,
     /// Columns in catalog order.
     pub columns: Vec<Column>,
-    /// Positions in `columns` of the primary-key columns, in key order.
+    /// Positions in `columns` of the primary-key columns, in key order. For a keyless table,
+    /// every column: a row is then identified by all its values.
     pub key: Vec<usize>,
+    /// Whether the table has no primary key and was listed in `KEYLESS_TABLES`. Its rows are
+    /// matched on all columns with NULL-safe comparison, and a delete removes one row.
+    pub keyless: bool,
 }
 
 impl TableSchema {
@@ -397,7 +401,8 @@ impl fmt::Display for SchemaProblem {
             SchemaProblem::NoPrimaryKey(table) => write!(
                 f,
                 "table {table} has no primary key; add one (ALTER TABLE … ADD PRIMARY KEY) so that \
-                 updates and deletes find their row in MySQL"
+                 updates and deletes find their row in MySQL, or list the table in \
+                 KEYLESS_TABLES to match rows on all their columns"
             ),
             SchemaProblem::PartOfHierarchy(table) => write!(
                 f,
@@ -495,6 +500,7 @@ const KEY_QUERY: &str = "SELECT a.attname::text, coalesce(co.collisdeterministic
 pub async fn load_table_schemas(
     client: &tokio_postgres::Client,
     tables: &[TableName],
+    keyless: &[TableName],
 ) -> Result<Vec<TableSchema>, SchemaError> {
     let mut schemas = Vec::new();
     let mut problems = Vec::new();
@@ -559,7 +565,25 @@ pub async fn load_table_schemas(
             .await
             .map_err(query_error)?;
         if key_rows.is_empty() {
-            problems.push(SchemaProblem::NoPrimaryKey(table.clone()));
+            if !keyless.contains(table) {
+                problems.push(SchemaProblem::NoPrimaryKey(table.clone()));
+                continue;
+            }
+            for column in &columns {
+                if let Some(reason) = keyless_type_problem(column.pg_type) {
+                    problems.push(SchemaProblem::UnsupportedKeyColumn {
+                        table: table.clone(),
+                        column: column.name.clone(),
+                        reason,
+                    });
+                }
+            }
+            schemas.push(TableSchema {
+                name: table.clone(),
+                key: (0..columns.len()).collect(),
+                columns,
+                keyless: true,
+            });
             continue;
         }
         let key_names: Vec<String> = key_rows.iter().map(|row| row.get(0)).collect();
@@ -593,6 +617,7 @@ pub async fn load_table_schemas(
                 name: table.clone(),
                 columns,
                 key,
+                keyless: false,
             });
         }
     }
@@ -608,6 +633,29 @@ pub async fn load_table_schemas(
 /// A key must compare in MySQL as it does in PostgreSQL. Otherwise an UPDATE that changes a
 /// key to a value PostgreSQL finds equal (the trigger then records no delete of the old key)
 /// writes a second row in MySQL.
+/// Rows of a keyless table are found in MySQL by comparing every column with the captured
+/// value, so every column must compare exactly there.
+fn keyless_type_problem(pg_type: PgType) -> Option<&'static str> {
+    match pg_type {
+        PgType::Float4 => Some(
+            "is a real; in a table without a primary key every column is compared, and MySQL \
+             compares a FLOAT column with a value only approximately. Use double precision or \
+             add a primary key",
+        ),
+        PgType::Json
+        | PgType::Jsonb
+        | PgType::Hstore
+        | PgType::Array
+        | PgType::Composite
+        | PgType::Geometry
+        | PgType::Geography => Some(
+            "cannot be compared exactly in MySQL, but in a table without a primary key every \
+             column is compared to find a row; add a primary key",
+        ),
+        _ => None,
+    }
+}
+
 fn key_type_problem(pg_type: PgType) -> Option<&'static str> {
     match pg_type {
         PgType::Float4 | PgType::Float8 => Some(

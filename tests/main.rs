@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod durability;
 mod geometry;
+mod keyless;
 mod modes;
 mod service;
 mod sync;

@@ -134,7 +134,12 @@ impl TablePlan {
             long_lat_axis: false,
             guarded: false,
             insert_prefix: format!("INSERT INTO {table} ({}) VALUES ", columns.join(",")),
-            upsert_suffix: format!(" ON DUPLICATE KEY UPDATE {}", updates.join(",")),
+            // A keyless table has no key to update by: its rows are plain inserts.
+            upsert_suffix: if schema.keyless {
+                String::new()
+            } else {
+                format!(" ON DUPLICATE KEY UPDATE {}", updates.join(","))
+            },
             // Single-column keys use `key IN (…)`, which MySQL turns into index lookups.
             delete_prefix: match key_names.as_slice() {
                 [key] => format!("DELETE FROM {table} WHERE {} IN (", quote_mysql_ident(key)),
@@ -163,7 +168,8 @@ impl TablePlan {
 
     /// Tells the plan whether the target table has a unique index besides the primary key.
     pub fn set_secondary_unique(&mut self, present: bool) {
-        self.guarded = present;
+        // Keyless tables are written with plain inserts, which never update a row.
+        self.guarded = present && !self.schema.keyless;
     }
 
     /// Tells the plan whether the server is MySQL rather than MariaDB, which changes how
@@ -338,10 +344,38 @@ impl TablePlan {
             updates.push(format!("{key}=VALUES({key})"));
         }
 
+        let suffix = if self.schema.keyless {
+            String::new()
+        } else {
+            format!(" ON DUPLICATE KEY UPDATE {}", updates.join(","))
+        };
         (
             format!("INSERT INTO {table} ({}) VALUES ", names.join(",")),
-            format!(" ON DUPLICATE KEY UPDATE {}", updates.join(",")),
+            suffix,
         )
+    }
+
+    /// Builds the DELETE of one row of a keyless table: every column compared NULL-safely
+    /// with the old row's value, and `LIMIT 1`, so that of two identical rows one remains.
+    fn keyless_delete(&self, record: &JournalRecord, raw: &RawValue) -> Result<String, PlanError> {
+        let literals = self.row_literals(record, raw)?;
+        if literals.len() < self.schema.columns.len() {
+            return Err(self.shape_error(record, "the old row misses a column".to_string()));
+        }
+        let conditions: Vec<String> = literals
+            .iter()
+            .map(|(index, literal)| {
+                format!(
+                    "{}<=>{literal}",
+                    quote_mysql_ident(&self.schema.columns[*index].name)
+                )
+            })
+            .collect();
+        Ok(format!(
+            "DELETE FROM {} WHERE {} LIMIT 1",
+            quote_mysql_ident(&self.schema.name.name),
+            conditions.join(" AND ")
+        ))
     }
 
     /// Writes the condition that matches one primary key.
@@ -548,6 +582,18 @@ pub fn build_statements<'r>(
                     .old
                     .as_deref()
                     .ok_or_else(|| plan.shape_error(record, "the key is missing".into()))?;
+                if plan.schema.keyless {
+                    builder.finish();
+                    let sql = plan.keyless_delete(record, raw)?;
+                    builder.statements.push(Statement {
+                        sql,
+                        table: record.table.clone(),
+                        operation: "delete",
+                        first_seq: record.seq,
+                        last_seq: record.seq,
+                    });
+                    continue;
+                }
                 let mut condition = String::new();
                 plan.write_key_condition(record, raw, &mut condition)?;
                 builder.add(plan, StepKind::Delete, None, record, condition)?;
@@ -691,8 +737,40 @@ mod tests {
                 column("region", PgType::Text),
                 column("note", PgType::Text),
             ],
-            key,
+            keyless: key.is_empty(),
+            key: if key.is_empty() { vec![0, 1, 2] } else { key },
         })
+    }
+
+    #[test]
+    fn keyless_table_inserts_and_deletes_one_row() {
+        let records = [
+            record(
+                1,
+                Operation::Insert,
+                r#"{"id":1,"region":"eu","note":null}"#,
+            ),
+            record(
+                2,
+                Operation::Update,
+                r#"{"id":1,"region":"eu","note":null}"#,
+            ),
+            record(
+                3,
+                Operation::Delete,
+                r#"{"id":1,"region":"eu","note":null}"#,
+            ),
+        ];
+        let statements = build_statements(&records, &plans(plan(vec![])), LIMITS).unwrap();
+        assert_eq!(statements.len(), 2);
+        assert_eq!(
+            statements[0].sql,
+            "INSERT INTO `or``ders` (`id`,`region`,`note`) VALUES (1,'eu',NULL),(1,'eu',NULL)"
+        );
+        assert_eq!(
+            statements[1].sql,
+            "DELETE FROM `or``ders` WHERE `id`<=>1 AND `region`<=>'eu' AND `note`<=>NULL LIMIT 1"
+        );
     }
 
     fn record(seq: u64, op: Operation, json: &str) -> JournalRecord {

@@ -118,6 +118,15 @@ pub async fn install(
             .iter()
             .filter(|c| !c.pg_type.is_exact_in_to_json())
             .count();
+        // A keyless table's old row goes through json_build_object, which takes 100 arguments.
+        if table.keyless && table.columns.len() > MAX_SUBSTITUTED_COLUMNS {
+            return Err(InstallError::Unsupported(format!(
+                "table {} has no primary key and {} columns; rows are matched on all columns, \
+                 which works for at most {MAX_SUBSTITUTED_COLUMNS}. Add a primary key",
+                table.name,
+                table.columns.len()
+            )));
+        }
         if substituted_count > MAX_SUBSTITUTED_COLUMNS {
             return Err(InstallError::Unsupported(format!(
                 "table {} has {substituted_count} columns of types json, jsonb, money, arrays or geometries; \
@@ -416,14 +425,23 @@ fn trigger_ddl(table: &TableSchema, oid: u32, postgis_schema: Option<&str>) -> S
         "{insert_into} new_row{json_text_column})
          SELECT capture_xid, {table_literal}, 'I', to_json(n.*){json_text_value} FROM new_rows n;"
     );
+    // A keyless table's row is its values, so an update removes each old row and inserts each
+    // new one; the rows cannot be paired, and an unchanged row must not be inserted twice.
+    let vanished = if table.keyless {
+        String::new()
+    } else {
+        format!(
+            "WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE {})",
+            key_match.join(" AND ")
+        )
+    };
     let update_body = format!(
         "{insert_into} old_key)
          SELECT capture_xid, {table_literal}, 'D', {old_key} FROM old_rows o
-         WHERE NOT EXISTS (SELECT 1 FROM new_rows n WHERE {key_match});
+         {vanished};
          {insert_into} new_row{json_text_column})
          SELECT capture_xid, {table_literal}, 'U', to_json(n.*){json_text_value} FROM new_rows n;",
         old_key = key_json("o"),
-        key_match = key_match.join(" AND "),
     );
     let delete_body = format!(
         "{insert_into} old_key)

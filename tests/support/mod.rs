@@ -219,6 +219,7 @@ pub fn clear_settings(command: &mut Command) {
         "PG_DATABASE_URL",
         "MYSQL_DATABASE_URL",
         "SYNC_TABLES",
+        "KEYLESS_TABLES",
         "DATA_DIR",
         "MODE",
         "LOG_FORMAT",
