@@ -588,7 +588,12 @@ fn compare_column(
             }
         }
         text_type => {
-            if !STRING_TYPES.contains(&data_type) {
+            let uuid_bytes = text_type == PgType::Uuid
+                && matches!(data_type, "binary" | "varbinary")
+                && target.max_length == Some(16);
+            if uuid_bytes {
+                // Written as its 16 bytes.
+            } else if !STRING_TYPES.contains(&data_type) {
                 problems.push(error(format!(
                     "use a text type such as {}",
                     if ASCII_TEXT.contains(&text_type) {

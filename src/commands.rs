@@ -215,7 +215,10 @@ pub async fn sync_offline(config: &Config) -> anyhow::Result<()> {
         journal.dir().to_path_buf(),
         journal.id().to_string(),
         schemas,
-        ApplySettings::default(),
+        ApplySettings {
+            value_policy: config.value_policy,
+            ..ApplySettings::default()
+        },
         durable_rx,
         applied_tx,
         board,

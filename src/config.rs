@@ -45,6 +45,16 @@ pub struct SettingsArgs {
     #[arg(long, env = "AUTO_CHECK_INTERVAL", default_value = "300")]
     pub auto_check_interval: String,
 
+    /// NaN and ±Infinity in real and double precision columns, which MySQL cannot store:
+    /// `reject` (halt or park the change) or `null` (store NULL).
+    #[arg(long, env = "FLOAT_SPECIAL_VALUES", default_value = "reject")]
+    pub float_special_values: String,
+
+    /// Dates and time stamps MySQL cannot store (infinity, BC, years after 9999): `reject` (halt
+    /// or park the change) or `clamp` (store 0001-01-01 or 9999-12-31 23:59:59.999999).
+    #[arg(long, env = "DATE_OUT_OF_RANGE", default_value = "reject")]
+    pub date_out_of_range: String,
+
     /// What happens to a change that MySQL rejects for its data: `halt` (stop applying and keep
     /// the order) or `park` (set it aside in the failed-change log and go on).
     #[arg(long, env = "FAILED_CHANGE_POLICY", default_value = "halt")]
@@ -341,6 +351,16 @@ impl FromStr for Mode {
     }
 }
 
+/// What apply writes for values that MySQL cannot store; by default they are rejected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ValuePolicy {
+    /// NaN and ±Infinity in float columns become NULL.
+    pub floats_to_null: bool,
+    /// Dates and time stamps outside years 1 to 9999, and infinity, become the nearest end of
+    /// that range.
+    pub clamp_dates: bool,
+}
+
 /// Handling of a change that MySQL rejects for its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -499,6 +519,8 @@ pub struct Config {
     pub auto_check_interval: std::time::Duration,
     /// Handling of a change that MySQL rejects for its data.
     pub failed_change_policy: FailedChangePolicy,
+    /// Handling of values MySQL cannot store.
+    pub value_policy: ValuePolicy,
     /// Journal directory.
     pub data_dir: PathBuf,
     /// Synced tables, in the order given.
@@ -562,6 +584,28 @@ impl Config {
         let auto_check_interval =
             parse_seconds(&args.auto_check_interval, "AUTO_CHECK_INTERVAL", 1..=86_400)?;
         let failed_change_policy = args.failed_change_policy.trim().parse()?;
+        let value_policy = ValuePolicy {
+            floats_to_null: match args.float_special_values.trim() {
+                "reject" => false,
+                "null" => true,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "FLOAT_SPECIAL_VALUES",
+                        reason: format!("unknown value `{other}`; use reject or null"),
+                    });
+                }
+            },
+            clamp_dates: match args.date_out_of_range.trim() {
+                "reject" => false,
+                "clamp" => true,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "DATE_OUT_OF_RANGE",
+                        reason: format!("unknown value `{other}`; use reject or clamp"),
+                    });
+                }
+            },
+        };
         if args.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "DATA_DIR",
@@ -576,6 +620,7 @@ impl Config {
             mode,
             auto_check_interval,
             failed_change_policy,
+            value_policy,
             data_dir: args.data_dir.clone(),
             tables,
             keyless_tables,
@@ -733,6 +778,8 @@ mod tests {
             mode: "automatic".into(),
             auto_check_interval: "300".into(),
             failed_change_policy: "halt".into(),
+            float_special_values: "reject".into(),
+            date_out_of_range: "reject".into(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
         }
     }

@@ -109,6 +109,7 @@ pub async fn run(config: Config, api: ApiConfig, version: &'static str) -> anyho
     );
     let settings = ApplySettings {
         auto_check_interval: config.auto_check_interval,
+        value_policy: config.value_policy,
         ..ApplySettings::default()
     };
     let applier = Applier::new(

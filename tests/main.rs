@@ -13,3 +13,4 @@ mod service;
 mod sync;
 mod types;
 mod unique;
+mod values;

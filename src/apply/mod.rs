@@ -78,6 +78,8 @@ pub struct ApplySettings {
     pub max_statement_rows: usize,
     /// Time between runs in the auto-check mode, counted from the end of a run.
     pub auto_check_interval: Duration,
+    /// What to write for values MySQL cannot store.
+    pub value_policy: crate::config::ValuePolicy,
 }
 
 impl Default for ApplySettings {
@@ -88,6 +90,7 @@ impl Default for ApplySettings {
             hard_max_batch_records: 50_000,
             max_statement_rows: 1_000,
             auto_check_interval: Duration::from_secs(300),
+            value_policy: crate::config::ValuePolicy::default(),
         }
     }
 }
@@ -484,7 +487,11 @@ impl Applier {
     ) -> Self {
         let plans = schemas
             .into_iter()
-            .map(|schema| (schema.name.qualified(), TablePlan::new(schema)))
+            .map(|schema| {
+                let mut plan = TablePlan::new(schema);
+                plan.set_value_policy(settings.value_policy);
+                (plan.schema.name.qualified(), plan)
+            })
             .collect();
         Applier {
             mysql_url,

@@ -16,7 +16,11 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
-use super::value::{check_decimal_scale, write_geometry, write_literal};
+use super::value::{
+    check_decimal_scale, replacement_for, write_geometry, write_literal, write_number_as_text,
+    write_uuid_bytes,
+};
+use crate::config::ValuePolicy;
 use crate::journal::{JournalRecord, Operation, parse_row_image};
 use crate::schema::{PgType, TableSchema};
 
@@ -101,6 +105,15 @@ pub struct TablePlan {
     target_scales: Vec<Option<u32>>,
     /// Whether geometries need MySQL 8's `axis-order=long-lat` option (see `write_geometry`).
     long_lat_axis: bool,
+    /// Per column, whether the MySQL column is a text type, for `numeric` and `money` columns:
+    /// their digits are then written as a string, which keeps values beyond DECIMAL(65,30)
+    /// and NaN exact.
+    text_targets: Vec<bool>,
+    /// Per column, whether the MySQL column is BINARY or VARBINARY, for `uuid` columns: the
+    /// 16 bytes are then written instead of the text.
+    binary_targets: Vec<bool>,
+    /// What to write for values MySQL cannot store.
+    value_policy: ValuePolicy,
     /// Whether the target has a unique index besides the primary key. Upserts then use an
     /// UPDATE by primary key and an INSERT of a missing row, because `INSERT … ON DUPLICATE
     /// KEY UPDATE` would match a row by any unique index and could update a different row.
@@ -132,6 +145,9 @@ impl TablePlan {
         TablePlan {
             target_scales: vec![None; schema.columns.len()],
             long_lat_axis: false,
+            text_targets: vec![false; schema.columns.len()],
+            binary_targets: vec![false; schema.columns.len()],
+            value_policy: ValuePolicy::default(),
             guarded: false,
             insert_prefix: format!("INSERT INTO {table} ({}) VALUES ", columns.join(",")),
             // A keyless table has no key to update by: its rows are plain inserts.
@@ -166,6 +182,36 @@ impl TablePlan {
         }
     }
 
+    /// Records the MySQL data type of a column, which decides how `numeric`, `money` and
+    /// `uuid` values are written.
+    pub fn set_target_type(&mut self, column: &str, data_type: &str) {
+        let Some(index) = self
+            .schema
+            .columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(column))
+        else {
+            return;
+        };
+        let data_type = data_type.to_ascii_lowercase();
+        let text = matches!(
+            data_type.as_str(),
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext"
+        );
+        let binary = matches!(data_type.as_str(), "binary" | "varbinary");
+        self.text_targets[index] = text
+            && matches!(
+                self.schema.columns[index].pg_type,
+                PgType::Numeric | PgType::Money
+            );
+        self.binary_targets[index] = binary && self.schema.columns[index].pg_type == PgType::Uuid;
+    }
+
+    /// Sets what to write for values MySQL cannot store.
+    pub fn set_value_policy(&mut self, policy: ValuePolicy) {
+        self.value_policy = policy;
+    }
+
     /// Tells the plan whether the target table has a unique index besides the primary key.
     pub fn set_secondary_unique(&mut self, present: bool) {
         // Keyless tables are written with plain inserts, which never update a row.
@@ -195,7 +241,25 @@ impl TablePlan {
             PgType::Geometry | PgType::Geography => {
                 write_geometry(out, value.get(), self.long_lat_axis)
             }
-            pg_type => write_literal(out, pg_type, value),
+            PgType::Numeric | PgType::Money if self.text_targets[index] => {
+                write_number_as_text(out, value.get())
+            }
+            PgType::Uuid if self.binary_targets[index] => write_uuid_bytes(out, value.get()),
+            pg_type => {
+                let start = out.len();
+                let written = write_literal(out, pg_type, value);
+                match written {
+                    Err(_)
+                        if let Some(replacement) =
+                            replacement_for(pg_type, value.get(), self.value_policy) =>
+                    {
+                        out.truncate(start);
+                        out.push_str(replacement);
+                        Ok(())
+                    }
+                    written => written,
+                }
+            }
         };
         written.map_err(|reason| self.value_error(record, &column.name, reason))
     }

@@ -61,6 +61,7 @@ pub(super) async fn read_target_scales<'a>(
         write_string(&mut sql, &plan.schema.name.name);
         let columns: Vec<(String, String, Option<u64>)> = conn.query(sql).await?;
         for (name, data_type, scale) in columns {
+            plan.set_target_type(&name, &data_type);
             let scale = match data_type.to_ascii_lowercase().as_str() {
                 "decimal" => scale,
                 "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => Some(0),

@@ -12,6 +12,7 @@ use std::fmt::Write;
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Timelike};
 use serde_json::value::RawValue;
 
+use crate::config::ValuePolicy;
 use crate::schema::PgType;
 
 /// The largest number of digits a MySQL DECIMAL holds. A longer literal would be read as a
@@ -74,6 +75,69 @@ pub fn write_literal(out: &mut String, pg_type: PgType, raw: &RawValue) -> Resul
         PgType::Array => write_array(out, text),
         PgType::Composite | PgType::Hstore => write_object(out, text),
         PgType::Geometry | PgType::Geography => write_geometry(out, text, false),
+    }
+}
+
+/// Appends a `numeric` value as a string for a text column: the digits as PostgreSQL wrote
+/// them, or `NaN`, `Infinity` and `-Infinity`, which `to_json` writes as strings.
+pub(super) fn write_number_as_text(out: &mut String, text: &str) -> Result<(), String> {
+    if text == "null" {
+        out.push_str("NULL");
+        return Ok(());
+    }
+    let digits = match text {
+        r#""NaN""# => "NaN",
+        r#""Infinity""# => "Infinity",
+        r#""-Infinity""# => "-Infinity",
+        number if is_json_number(number) => number,
+        _ => return Err("a numeric value is not a number".to_string()),
+    };
+    write_string(out, digits);
+    Ok(())
+}
+
+/// Appends a `uuid` as its 16 bytes, for a BINARY(16) column.
+pub(super) fn write_uuid_bytes(out: &mut String, text: &str) -> Result<(), String> {
+    if text == "null" {
+        out.push_str("NULL");
+        return Ok(());
+    }
+    let uuid: uuid::Uuid = serde_json::from_str::<String>(text)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| "a uuid value is not a UUID".to_string())?;
+    out.push_str("X'");
+    out.push_str(&hex::encode(uuid.as_bytes()));
+    out.push('\'');
+    Ok(())
+}
+
+/// Returns the literal that replaces a value MySQL cannot store, when the policy asks for one:
+/// NULL for NaN and ±Infinity floats, and the nearest end of MySQL's range for dates and time
+/// stamps that are infinite, BC or after year 9999.
+pub(super) fn replacement_for(
+    pg_type: PgType,
+    text: &str,
+    policy: ValuePolicy,
+) -> Option<&'static str> {
+    match pg_type {
+        PgType::Float4 | PgType::Float8 if policy.floats_to_null => {
+            matches!(text, r#""NaN""# | r#""Infinity""# | r#""-Infinity""#).then_some("NULL")
+        }
+        PgType::Date | PgType::Timestamp | PgType::Timestamptz if policy.clamp_dates => {
+            let text: String = serde_json::from_str(text).ok()?;
+            let low = text == "-infinity" || text.ends_with(" BC");
+            // A year of five or more digits comes before the first hyphen.
+            let high = text == "infinity" || text.find('-').is_some_and(|end| end > 4);
+            match (pg_type, low, high) {
+                (PgType::Date, true, _) => Some("'0001-01-01'"),
+                (PgType::Date, _, true) => Some("'9999-12-31'"),
+                (_, true, _) => Some("'0001-01-01 00:00:00'"),
+                (_, _, true) => Some("'9999-12-31 23:59:59.999999'"),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
@@ -512,6 +576,48 @@ mod tests {
         let raw = RawValue::from_string(json.to_string()).unwrap();
         let mut out = String::new();
         write_literal(&mut out, pg_type, &raw).map(|()| out)
+    }
+
+    #[test]
+    fn replacements_follow_the_policy() {
+        let both = ValuePolicy {
+            floats_to_null: true,
+            clamp_dates: true,
+        };
+        assert_eq!(
+            replacement_for(PgType::Float8, r#""NaN""#, both),
+            Some("NULL")
+        );
+        assert_eq!(
+            replacement_for(PgType::Float8, r#""NaN""#, ValuePolicy::default()),
+            None
+        );
+        assert_eq!(
+            replacement_for(PgType::Date, r#""infinity""#, both),
+            Some("'9999-12-31'")
+        );
+        assert_eq!(
+            replacement_for(PgType::Date, r#""0044-03-15 BC""#, both),
+            Some("'0001-01-01'")
+        );
+        assert_eq!(
+            replacement_for(PgType::Timestamp, r#""10000-01-01T00:00:00""#, both),
+            Some("'9999-12-31 23:59:59.999999'")
+        );
+        // Anything else stays an error.
+        assert_eq!(replacement_for(PgType::Date, r#""garbage""#, both), None);
+        assert_eq!(replacement_for(PgType::Int4, "1", both), None);
+    }
+
+    #[test]
+    fn numbers_for_text_columns_keep_every_digit() {
+        let mut out = String::new();
+        write_number_as_text(&mut out, "123456789012345678901234567890.50").unwrap();
+        assert_eq!(out, "'123456789012345678901234567890.50'");
+        let mut out = String::new();
+        write_number_as_text(&mut out, r#""NaN""#).unwrap();
+        assert_eq!(out, "'NaN'");
+        assert!(write_number_as_text(&mut String::new(), r#""x'); DROP""#).is_err());
     }
 
     #[test]

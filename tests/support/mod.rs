@@ -225,6 +225,8 @@ pub fn clear_settings(command: &mut Command) {
         "LOG_FORMAT",
         "AUTO_CHECK_INTERVAL",
         "FAILED_CHANGE_POLICY",
+        "FLOAT_SPECIAL_VALUES",
+        "DATE_OUT_OF_RANGE",
         "API",
         "PORT",
         "BIND_ADDRESS",
