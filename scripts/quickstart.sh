@@ -199,34 +199,9 @@ CREATE TABLE public.order_lines (
 );
 SQL
 
-  # A binary collation keeps text keys that differ only in case or accents
-  # distinct, as they are in PostgreSQL.
-  mysql <<SQL
-CREATE DATABASE $database CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin;
-USE $database;
-CREATE TABLE customers (
-  id BIGINT PRIMARY KEY,
-  email LONGTEXT NOT NULL,
-  name LONGTEXT,
-  created_at DATETIME(6)
-) ENGINE=InnoDB;
-CREATE TABLE orders (
-  id BIGINT PRIMARY KEY,
-  customer_id BIGINT,
-  total DECIMAL(12,2),
-  paid BOOLEAN,
-  placed_at DATETIME(6),
-  notes JSON
-) ENGINE=InnoDB;
-CREATE TABLE order_lines (
-  order_id BIGINT,
-  line INT,
-  sku VARCHAR(32),
-  qty INT,
-  price DECIMAL(10,2),
-  PRIMARY KEY (order_id, line)
-) ENGINE=InnoDB;
-SQL
+  # The tables themselves are created by `setup --create-tables` from the
+  # PostgreSQL definitions.
+  mysql -e "CREATE DATABASE $database CHARACTER SET utf8mb4"
 }
 
 # Each statement outside BEGIN ... COMMIT is its own transaction. psql echoes
@@ -432,10 +407,10 @@ main() {
   mkdir -m 0700 "$work_dir"
   configure_clients
 
-  step "Creating the database '$database' with three tables on both servers"
+  step "Creating the database '$database' with three tables in PostgreSQL and an empty one in MySQL"
   create_databases
   echo "PostgreSQL: public.customers, public.orders, public.order_lines"
-  echo "MySQL:      customers, orders, order_lines (created by hand: this version needs them to exist)"
+  echo "MySQL:      an empty database; setup --create-tables creates the tables below"
 
   api_port=$(free_port)
   step "Writing $work_dir/.env (not shown: the URLs contain passwords)"
@@ -454,8 +429,9 @@ main() {
   echo "      BIND_ADDRESS=127.0.0.1, PORT=$api_port, and a random JWT_SECRET and API_KEY for the HTTPS API"
   echo "DATA_DIR is not set, so the journal goes to ./datalog in $work_dir"
 
-  step "pg-to-mysql-sync setup"
-  (cd "$work_dir" && "$binary" setup)
+  step "pg-to-mysql-sync setup --create-tables"
+  echo "(it checks both sides, creates the MySQL tables from the PostgreSQL definitions and installs the capture triggers)"
+  (cd "$work_dir" && "$binary" setup --create-tables)
 
   step "Starting the daemon: RUST_LOG=pg_to_mysql_sync=debug pg-to-mysql-sync run"
   start_daemon

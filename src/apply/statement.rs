@@ -112,7 +112,7 @@ pub struct TablePlan {
     /// Per column, whether the MySQL column is BINARY or VARBINARY, for `uuid` columns: the
     /// 16 bytes are then written instead of the text.
     binary_targets: Vec<bool>,
-    /// What to write for values MySQL cannot store.
+    /// Replacements for values MySQL cannot store.
     value_policy: ValuePolicy,
     /// Whether the target has a unique index besides the primary key. Upserts then use an
     /// UPDATE by primary key and an INSERT of a missing row, because `INSERT … ON DUPLICATE

@@ -112,9 +112,9 @@ pub(super) fn write_uuid_bytes(out: &mut String, text: &str) -> Result<(), Strin
     Ok(())
 }
 
-/// Returns the literal that replaces a value MySQL cannot store, when the policy asks for one:
-/// NULL for NaN and ±Infinity floats, and the nearest end of MySQL's range for dates and time
-/// stamps that are infinite, BC or after year 9999.
+/// Returns the literal that replaces a value MySQL cannot store, when the policy sets one. That
+/// is NULL for NaN and ±Infinity floats, and the nearest end of MySQL's range for dates and
+/// time stamps that are infinite, BC or after year 9999.
 pub(super) fn replacement_for(
     pg_type: PgType,
     text: &str,
