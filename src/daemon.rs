@@ -25,7 +25,7 @@ use crate::backoff::{Backoff, sleep_or_shutdown};
 use crate::capture::{self, ConnectError, DrainSettings, Drainer, connect_pg};
 use crate::config::{ApiConfig, ApiProtocol, Config, ConfigError, Mode, Secret};
 use crate::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal, segment_usage};
-use crate::schema::{TableSchema, load_table_schemas};
+use crate::schema::{TableSchema, TxidSnapshot, load_table_schemas, read_txid_snapshot};
 use crate::status::Board;
 use crate::telemetry::ErrorChain;
 
@@ -88,7 +88,7 @@ pub async fn run(config: Config, api: ApiConfig, version: &'static str) -> anyho
         .await?;
     }
 
-    let Some(schemas) = load_schemas(&config, &shutdown).await? else {
+    let Some((schemas, schema_snapshot)) = load_schemas(&config, &shutdown).await? else {
         info!("stopped before start-up finished");
         return Ok(());
     };
@@ -122,7 +122,8 @@ pub async fn run(config: Config, api: ApiConfig, version: &'static str) -> anyho
         applied_tx,
         board.clone(),
     )
-    .with_preflight(config.pg_url.clone());
+    .with_preflight(config.pg_url.clone())
+    .with_schema_snapshot(schema_snapshot);
 
     // Whichever stage ends first, for any reason, stops the other one too.
     let capture_token = shutdown.clone();
@@ -224,7 +225,7 @@ async fn start_api(
 async fn load_schemas(
     config: &Config,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<Vec<TableSchema>>> {
+) -> anyhow::Result<Option<(Vec<TableSchema>, TxidSnapshot)>> {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         match connect_pg(&config.pg_url).await {
@@ -249,11 +250,12 @@ async fn load_schemas(
 async fn load_and_verify(
     client: &tokio_postgres::Client,
     config: &Config,
-) -> anyhow::Result<Vec<TableSchema>> {
+) -> anyhow::Result<(Vec<TableSchema>, TxidSnapshot)> {
+    let snapshot = read_txid_snapshot(client).await?;
     let schemas = load_table_schemas(client, &config.tables, &config.keyless_tables).await?;
     capture::verify(client, &config.tables).await?;
 
-    Ok(schemas)
+    Ok((schemas, snapshot))
 }
 
 /// Sends a state to systemd when it started the process with `Type=notify`; a no-op otherwise.

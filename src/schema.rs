@@ -447,6 +447,9 @@ pub enum SchemaError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The snapshot could not be read.
+    #[error("failed to read the PostgreSQL snapshot: {0}")]
+    Snapshot(String),
     /// One or more tables cannot be synced.
     #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Unsupported {
@@ -494,6 +497,56 @@ const KEY_QUERY: &str = "SELECT a.attname::text, coalesce(co.collisdeterministic
      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
      LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation \
      WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.position";
+
+/// A PostgreSQL snapshot (`txid_current_snapshot()`): which transactions had committed when it
+/// was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxidSnapshot {
+    xmin: i64,
+    xmax: i64,
+    in_progress: Vec<i64>,
+}
+
+impl TxidSnapshot {
+    /// Parses PostgreSQL's text form, `xmin:xmax:xip1,xip2,…`.
+    pub fn parse(text: &str) -> Option<TxidSnapshot> {
+        let mut parts = text.split(':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let in_progress = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(|xid| xid.parse().ok())
+                .collect::<Option<Vec<i64>>>()?,
+        };
+        parts.next().is_none().then_some(TxidSnapshot {
+            xmin,
+            xmax,
+            in_progress,
+        })
+    }
+
+    /// Tells whether transaction `xid` had committed when the snapshot was taken, as
+    /// `txid_visible_in_snapshot` does for a committed transaction.
+    pub fn saw_committed(&self, xid: i64) -> bool {
+        xid < self.xmin || (xid < self.xmax && !self.in_progress.contains(&xid))
+    }
+}
+
+/// Reads the current snapshot. Taken before the table definitions, it tells which changes
+/// were committed before the definitions were read.
+pub async fn read_txid_snapshot(
+    client: &tokio_postgres::Client,
+) -> Result<TxidSnapshot, SchemaError> {
+    let text: String = client
+        .query_one("SELECT txid_current_snapshot()::text", &[])
+        .await
+        .map_err(|source| SchemaError::Snapshot(source.to_string()))?
+        .get(0);
+    TxidSnapshot::parse(&text)
+        .ok_or_else(|| SchemaError::Snapshot(format!("unexpected snapshot text `{text}`")))
+}
 
 /// Reads every table's definition and checks that it can be synced. All problems are reported
 /// together, so one run shows everything to fix.
@@ -679,5 +732,30 @@ fn key_type_problem(pg_type: PgType) -> Option<&'static str> {
              as equal (such as 1.0 and 1.00), and which MySQL cannot index; use a scalar key",
         ),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_visibility_follows_postgres() {
+        let snapshot = TxidSnapshot::parse("100:105:101,103").unwrap();
+        assert!(snapshot.saw_committed(99));
+        assert!(snapshot.saw_committed(100));
+        assert!(!snapshot.saw_committed(101));
+        assert!(snapshot.saw_committed(102));
+        assert!(!snapshot.saw_committed(103));
+        assert!(!snapshot.saw_committed(105));
+        assert_eq!(
+            TxidSnapshot::parse("7:7:"),
+            Some(TxidSnapshot {
+                xmin: 7,
+                xmax: 7,
+                in_progress: Vec::new()
+            })
+        );
+        assert!(TxidSnapshot::parse("7:x:").is_none());
     }
 }

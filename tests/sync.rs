@@ -508,3 +508,63 @@ async fn numeric_beyond_the_target_scale_halts_instead_of_rounding() {
     assert!(daemon.stop().success());
     databases.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_column_while_running_halts_until_restart() {
+    let databases = Databases::create("dropcol").await;
+    databases
+        .create_tables(
+            "CREATE TABLE notes (id int PRIMARY KEY, body text, tag text)",
+            "CREATE TABLE notes (id INT PRIMARY KEY, body LONGTEXT, tag LONGTEXT) ENGINE=InnoDB",
+        )
+        .await;
+    let pipeline = Pipeline::new(&databases, "public.notes");
+    pipeline.setup();
+    let mut daemon = pipeline.start();
+    let pg = databases.pg().await;
+    pg.batch_execute("INSERT INTO notes VALUES (1, 'first', 'old')")
+        .await
+        .unwrap();
+    databases
+        .wait_until_equal(
+            "SELECT id::text, body, tag FROM notes ORDER BY id",
+            "SELECT id, body, tag FROM notes ORDER BY id",
+            CONVERGE,
+        )
+        .await;
+
+    // Without the check, the update would reach MySQL and leave `tag` as it was there.
+    pg.batch_execute(
+        "ALTER TABLE notes DROP COLUMN tag;
+         UPDATE notes SET body = 'second' WHERE id = 1;",
+    )
+    .await
+    .unwrap();
+    daemon.wait_for_log("apply halted", CONVERGE).await;
+    assert!(
+        daemon
+            .log()
+            .contains("column tag is missing from a change made after the daemon read the table"),
+        "{}",
+        daemon.log()
+    );
+    let rows = databases.mysql_rows("SELECT body FROM notes").await;
+    assert_eq!(rows[0][0].as_deref(), Some("first"));
+    assert!(daemon.stop().success());
+
+    // The operator drops the column in MySQL too and restarts.
+    let mut mysql = databases.mysql().await;
+    mysql_async::prelude::Queryable::query_drop(&mut mysql, "ALTER TABLE notes DROP COLUMN tag")
+        .await
+        .unwrap();
+    let mut daemon = pipeline.start();
+    databases
+        .wait_until_equal(
+            "SELECT id::text, body FROM notes ORDER BY id",
+            "SELECT id, body FROM notes ORDER BY id",
+            CONVERGE,
+        )
+        .await;
+    assert!(daemon.stop().success());
+    databases.drop_all().await;
+}

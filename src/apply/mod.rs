@@ -510,6 +510,15 @@ impl Applier {
         }
     }
 
+    /// Tells the plans which snapshot was taken before the table definitions were read, so that
+    /// a change made after a `DROP COLUMN` halts apply instead of leaving the column stale.
+    pub fn with_schema_snapshot(mut self, snapshot: crate::schema::TxidSnapshot) -> Self {
+        for plan in self.plans.values_mut() {
+            plan.set_schema_snapshot(snapshot.clone());
+        }
+        self
+    }
+
     /// Runs the full preflight check ([`crate::check`]) at every connect, reading the source
     /// definitions from PostgreSQL at `pg_url`. Its errors halt apply until they are fixed.
     pub fn with_preflight(mut self, pg_url: Secret) -> Self {

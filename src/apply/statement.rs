@@ -22,7 +22,7 @@ use super::value::{
 };
 use crate::config::ValuePolicy;
 use crate::journal::{JournalRecord, Operation, parse_row_image};
-use crate::schema::{PgType, TableSchema};
+use crate::schema::{PgType, TableSchema, TxidSnapshot};
 
 /// Size limits for one statement.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +114,9 @@ pub struct TablePlan {
     binary_targets: Vec<bool>,
     /// Replacements for values MySQL cannot store.
     value_policy: ValuePolicy,
+    /// Snapshot taken before the table definition was read. A change committed after it that
+    /// lacks a column was made after a `DROP COLUMN`, not before an `ADD COLUMN`.
+    schema_snapshot: Option<TxidSnapshot>,
     /// Whether the target has a unique index besides the primary key. Upserts then use an
     /// UPDATE by primary key and an INSERT of a missing row, because `INSERT … ON DUPLICATE
     /// KEY UPDATE` would match a row by any unique index and could update a different row.
@@ -148,6 +151,7 @@ impl TablePlan {
             text_targets: vec![false; schema.columns.len()],
             binary_targets: vec![false; schema.columns.len()],
             value_policy: ValuePolicy::default(),
+            schema_snapshot: None,
             guarded: false,
             insert_prefix: format!("INSERT INTO {table} ({}) VALUES ", columns.join(",")),
             // A keyless table has no key to update by: its rows are plain inserts.
@@ -205,6 +209,11 @@ impl TablePlan {
                 PgType::Numeric | PgType::Money
             );
         self.binary_targets[index] = binary && self.schema.columns[index].pg_type == PgType::Uuid;
+    }
+
+    /// Records the snapshot taken before the table definition was read.
+    pub fn set_schema_snapshot(&mut self, snapshot: TxidSnapshot) {
+        self.schema_snapshot = Some(snapshot);
     }
 
     /// Sets what to write for values MySQL cannot store.
@@ -301,6 +310,20 @@ impl TablePlan {
             let Some(value) = find_value(&image, index, &column.name) else {
                 if self.schema.key.contains(&index) {
                     let detail = format!("key column {} is missing", column.name);
+                    return Err(self.shape_error(record, detail));
+                }
+                // Only a change committed before the definition was read can predate an
+                // ADD COLUMN; a later one without the column follows a DROP COLUMN.
+                if self
+                    .schema_snapshot
+                    .as_ref()
+                    .is_some_and(|snapshot| !snapshot.saw_committed(record.xid))
+                {
+                    let detail = format!(
+                        "column {} is missing from a change made after the daemon read the \
+                         table, so it was dropped in PostgreSQL",
+                        column.name
+                    );
                     return Err(self.shape_error(record, detail));
                 }
                 continue;
