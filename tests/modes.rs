@@ -586,3 +586,75 @@ async fn crash_while_parking_parks_each_change_once() {
 
     databases.drop_all().await;
 }
+
+#[tokio::test]
+async fn altered_table_is_parked_while_others_go_on() {
+    use mysql_async::prelude::Queryable;
+
+    let databases = Databases::create("altered").await;
+    databases
+        .create_tables(
+            "CREATE TABLE tags (id int PRIMARY KEY, label text)",
+            "CREATE TABLE tags (id INT PRIMARY KEY, label LONGTEXT) ENGINE=InnoDB",
+        )
+        .await;
+    let mut pipeline = items_pipeline(&databases).await;
+    pipeline.set("SYNC_TABLES", "public.items,public.tags");
+    pipeline.setup();
+    pipeline.set("FAILED_CHANGE_POLICY", "park");
+    let api = pipeline.enable_api();
+    let mut daemon = pipeline.start();
+    api.wait_until_up(&daemon).await;
+
+    // tags gains a column; its changes wait, while items go on.
+    let pg = databases.pg().await;
+    pg.batch_execute(
+        "ALTER TABLE tags ADD COLUMN color text;
+         INSERT INTO tags VALUES (1, 'urgent', 'red');
+         INSERT INTO tags VALUES (2, 'later', NULL);",
+    )
+    .await
+    .unwrap();
+    insert_items(&databases, 1..4).await;
+    items_equal(&databases, Duration::from_secs(15)).await;
+    let (_, body) = api.call(Method::GET, "/sync/failed", None).await;
+    let failed = body["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{body}");
+    assert_eq!(failed[0]["table"], "public.tags");
+    assert_eq!(
+        failed[0]["key"],
+        serde_json::Value::Null,
+        "the whole table waits"
+    );
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("column color is new"),
+        "{body}"
+    );
+
+    // The operator alters MySQL too, restarts, and retries.
+    databases
+        .mysql()
+        .await
+        .query_drop("ALTER TABLE tags ADD COLUMN color LONGTEXT")
+        .await
+        .unwrap();
+    assert!(daemon.stop().success(), "{}", daemon.log());
+    let daemon = pipeline.start();
+    api.wait_until_up(&daemon).await;
+    let (status, report) = api.call(Method::POST, "/sync/failed/retry", None).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["applied"].as_array().unwrap().len(), 2, "{report}");
+    databases
+        .wait_until_equal(
+            "SELECT id::text, label, color FROM tags ORDER BY id",
+            "SELECT id, label, color FROM tags ORDER BY id",
+            Duration::from_secs(15),
+        )
+        .await;
+
+    drop(daemon);
+    databases.drop_all().await;
+}

@@ -83,7 +83,8 @@ pub struct FailedChange {
     pub table: String,
     /// `insert`, `update`, `delete` or `truncate`.
     pub operation: String,
-    /// Primary-key values as a JSON array in key-column order; absent for a TRUNCATE.
+    /// Primary-key values as a JSON array in key-column order; absent for a TRUNCATE and for a
+    /// change of an altered table, which stand for the whole table.
     pub key: Option<serde_json::Value>,
     /// Why MySQL rejected it: the error code and SQLSTATE, or the value problem found before
     /// sending. The server's message is not kept because it can quote row values.

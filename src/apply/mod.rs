@@ -206,6 +206,14 @@ impl ApplyError {
         }
     }
 
+    /// Tells whether the change no longer fits the table definition read at start, because
+    /// the PostgreSQL table was altered. Under `park` such a change stops its table only: it
+    /// is parked with every later change of the table until the daemon restarts with the new
+    /// definition and a retry applies them.
+    pub fn is_table_change(&self) -> bool {
+        matches!(self, ApplyError::Plan(PlanError::ShapeMismatch { .. }))
+    }
+
     /// Returns the MySQL server error code, if MySQL returned one.
     pub fn server_code(&self) -> Option<u16> {
         match self {
@@ -996,7 +1004,7 @@ impl Applier {
             kept.extend(batch.iter());
         } else {
             for record in batch {
-                let key = self.plan(record)?.record_key(record)?;
+                let key = self.row_key(record)?;
                 match session.parked.blocker(&record.table, key.as_deref()) {
                     Some(blocker) => {
                         session
@@ -1017,7 +1025,7 @@ impl Applier {
                 parked.sort_by_key(|failure| failure.record.seq);
                 return Ok(parked);
             }
-            Err(error) if park && error.is_data_rejection() => {
+            Err(error) if park && (error.is_data_rejection() || error.is_table_change()) => {
                 debug!(error = %error, "a batch was rejected; applying it change by change");
             }
             Err(error) => return Err(error),
@@ -1030,7 +1038,7 @@ impl Applier {
             .await
             .map_err(mysql_error("start a transaction"))?;
         for record in kept {
-            let key = self.plan(record)?.record_key(record)?;
+            let mut key = self.row_key(record)?;
             if let Some(blocker) = session.parked.blocker(&record.table, key.as_deref()) {
                 session
                     .parked
@@ -1039,7 +1047,10 @@ impl Applier {
                 continue;
             }
             if let Err(error) = self.apply_one(&mut tx, record, session.limits).await {
-                if !error.is_data_rejection() {
+                if error.is_table_change() {
+                    // The whole table waits for the new definition.
+                    key = None;
+                } else if !error.is_data_rejection() {
                     return Err(error);
                 }
                 let failure = NewFailure {
@@ -1054,7 +1065,7 @@ impl Applier {
                     table = %record.table,
                     operation = record.op.name(),
                     seq = record.seq,
-                    "MySQL rejected a change; parked it in the failed-change log"
+                    "a change could not be applied; parked it in the failed-change log"
                 );
                 session
                     .parked
@@ -1068,6 +1079,16 @@ impl Applier {
         parked.sort_by_key(|failure| failure.record.seq);
 
         Ok(parked)
+    }
+
+    /// Returns the key of the row a record changes, or `None` for a TRUNCATE and for a record
+    /// that no longer fits its table's definition, which then stands for the whole table.
+    fn row_key(&self, record: &JournalRecord) -> Result<Option<String>, ApplyError> {
+        match self.plan(record)?.record_key(record) {
+            Ok(key) => Ok(key),
+            Err(PlanError::ShapeMismatch { .. }) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
     }
 
     fn plan(&self, record: &JournalRecord) -> Result<&TablePlan, PlanError> {
