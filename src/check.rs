@@ -14,7 +14,6 @@ use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
-use crate::apply::quote_mysql_ident;
 use crate::schema::{PgType, TableSchema};
 
 /// Seriousness of a finding.
@@ -217,15 +216,20 @@ pub(crate) async fn source_columns(
         .collect())
 }
 
-async fn target_columns(mysql: &mut Conn, table: &str) -> Result<Vec<TargetColumn>, CheckError> {
-    let mut sql = "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE = 'YES', \
-                   COLUMN_DEFAULT IS NOT NULL OR EXTRA LIKE '%auto_increment%', \
-                   EXTRA LIKE '%GENERATED%' OR EXTRA IN ('VIRTUAL', 'PERSISTENT', 'STORED'), \
-                   CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, \
-                   CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS \
-                   WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = "
-        .to_string();
-    crate::apply::write_string_literal(&mut sql, table);
+async fn target_columns(
+    mysql: &mut Conn,
+    schema: &TableSchema,
+) -> Result<Vec<TargetColumn>, CheckError> {
+    let mut sql = format!(
+        "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE = 'YES', \
+         COLUMN_DEFAULT IS NOT NULL OR EXTRA LIKE '%auto_increment%', \
+         EXTRA LIKE '%GENERATED%' OR EXTRA IN ('VIRTUAL', 'PERSISTENT', 'STORED'), \
+         CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, \
+         CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS \
+         WHERE {} AND TABLE_NAME = ",
+        schema.target_schema_condition()
+    );
+    crate::apply::write_string_literal(&mut sql, &schema.target_table);
     sql.push_str(" ORDER BY ORDINAL_POSITION");
     let rows: Vec<mysql_async::Row> = mysql.query(sql).await?;
 
@@ -258,13 +262,14 @@ async fn check_table(
     report: &mut Report,
 ) -> Result<(), CheckError> {
     let source_name = schema.name.to_string();
-    let table = &schema.name.name;
+    let table = &schema.target_table;
     let mut findings = Vec::new();
     let mut error = |message: String| findings.push((Severity::Error, message));
 
-    let mut sql = "SELECT ENGINE FROM information_schema.TABLES \
-                   WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = "
-        .to_string();
+    let mut sql = format!(
+        "SELECT ENGINE FROM information_schema.TABLES WHERE {} AND TABLE_NAME = ",
+        schema.target_schema_condition()
+    );
     crate::apply::write_string_literal(&mut sql, table);
     let engine: Option<Option<String>> = mysql.query_first(sql).await?;
     let Some(engine) = engine else {
@@ -283,22 +288,22 @@ async fn check_table(
             "the MySQL table `{table}` uses the {} engine, which has no transactions; convert \
              it with ALTER TABLE {} ENGINE=InnoDB",
             engine.as_deref().unwrap_or("unknown"),
-            quote_mysql_ident(table)
+            schema.target_sql()
         ));
     }
 
     let source = source_columns(pg, schema).await?;
-    let target = target_columns(mysql, table).await?;
+    let target = target_columns(mysql, schema).await?;
     for column in &schema.columns {
         let Some(target_column) = target
             .iter()
-            .find(|candidate| candidate.name.eq_ignore_ascii_case(&column.name))
+            .find(|candidate| candidate.name.eq_ignore_ascii_case(&column.target))
         else {
             findings.push((
                 Severity::Error,
                 format!(
                     "column `{}` ({} in PostgreSQL) is missing from the MySQL table; add it",
-                    column.name, column.type_display
+                    column.target, column.type_display
                 ),
             ));
             continue;
@@ -307,12 +312,21 @@ async fn check_table(
             .key_columns()
             .any(|key_column| key_column.name == column.name);
         let details = source.get(&column.name);
-        for (severity, problem) in compare_column(column.pg_type, details, target_column, is_key) {
+        // A type set in the mapping file is the user's choice; only its NULL handling is
+        // checked.
+        let problems = match &column.type_override {
+            Some(_) => compare_column(PgType::Text, details, target_column, false)
+                .into_iter()
+                .filter(|(_, problem)| problem.starts_with("NULL is allowed"))
+                .collect(),
+            None => compare_column(column.pg_type, details, target_column, is_key),
+        };
+        for (severity, problem) in problems {
             findings.push((
                 severity,
                 format!(
                     "column `{}` ({} in PostgreSQL, {} in MySQL): {problem}",
-                    column.name, column.type_display, target_column.column_type
+                    column.target, column.type_display, target_column.column_type
                 ),
             ));
         }
@@ -321,7 +335,7 @@ async fn check_table(
         let synced = schema
             .columns
             .iter()
-            .any(|column| column.name.eq_ignore_ascii_case(&target_column.name));
+            .any(|column| column.target.eq_ignore_ascii_case(&target_column.name));
         if !synced
             && !target_column.nullable
             && !target_column.has_default
@@ -339,7 +353,7 @@ async fn check_table(
     }
 
     check_indexes(mysql, schema, &mut findings).await?;
-    check_triggers_and_foreign_keys(mysql, table, &mut findings).await?;
+    check_triggers_and_foreign_keys(mysql, schema, &mut findings).await?;
     push_all(report, &source_name, findings);
 
     Ok(())
@@ -683,10 +697,12 @@ async fn check_indexes(
     schema: &TableSchema,
     findings: &mut Vec<(Severity, String)>,
 ) -> Result<(), CheckError> {
-    let mut sql = "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
-                   WHERE TABLE_SCHEMA = DATABASE() AND NON_UNIQUE = 0 AND TABLE_NAME = "
-        .to_string();
-    crate::apply::write_string_literal(&mut sql, &schema.name.name);
+    let mut sql = format!(
+        "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
+         WHERE {} AND NON_UNIQUE = 0 AND TABLE_NAME = ",
+        schema.target_schema_condition()
+    );
+    crate::apply::write_string_literal(&mut sql, &schema.target_table);
     sql.push_str(" ORDER BY INDEX_NAME, SEQ_IN_INDEX");
     let rows: Vec<(String, String)> = mysql.query(sql).await?;
     let mut unique: Vec<(String, Vec<String>)> = Vec::new();
@@ -699,7 +715,7 @@ async fn check_indexes(
 
     let source_key: Vec<String> = schema
         .key_columns()
-        .map(|column| column.name.to_ascii_lowercase())
+        .map(|column| column.target.to_ascii_lowercase())
         .collect();
     let primary = unique.iter().find(|(name, _)| name == "PRIMARY");
     if schema.keyless {
@@ -763,12 +779,17 @@ async fn check_indexes(
 
 async fn check_triggers_and_foreign_keys(
     mysql: &mut Conn,
-    table: &str,
+    schema: &TableSchema,
     findings: &mut Vec<(Severity, String)>,
 ) -> Result<(), CheckError> {
-    let mut sql = "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS \
-                   WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = "
-        .to_string();
+    let table = schema.target_table.as_str();
+    let mut sql = format!(
+        "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE {} \
+         AND EVENT_OBJECT_TABLE = ",
+        schema
+            .target_schema_condition()
+            .replacen("TABLE_SCHEMA", "EVENT_OBJECT_SCHEMA", 1)
+    );
     crate::apply::write_string_literal(&mut sql, table);
     let triggers: Vec<String> = mysql.query(sql).await?;
     for trigger in triggers {
@@ -781,10 +802,13 @@ async fn check_triggers_and_foreign_keys(
         ));
     }
 
-    let mut sql = "SELECT CONSTRAINT_NAME, TABLE_NAME, REFERENCED_TABLE_NAME, DELETE_RULE \
-                   FROM information_schema.REFERENTIAL_CONSTRAINTS \
-                   WHERE CONSTRAINT_SCHEMA = DATABASE() AND (TABLE_NAME = "
-        .to_string();
+    let mut sql = format!(
+        "SELECT CONSTRAINT_NAME, TABLE_NAME, REFERENCED_TABLE_NAME, DELETE_RULE \
+         FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE {} AND (TABLE_NAME = ",
+        schema
+            .target_schema_condition()
+            .replacen("TABLE_SCHEMA", "CONSTRAINT_SCHEMA", 1)
+    );
     crate::apply::write_string_literal(&mut sql, table);
     sql.push_str(" OR REFERENCED_TABLE_NAME = ");
     crate::apply::write_string_literal(&mut sql, table);

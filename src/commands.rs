@@ -204,7 +204,7 @@ pub async fn sync_offline(config: &Config) -> anyhow::Result<()> {
     let journal = Journal::open(&config.data_dir, DEFAULT_MAX_SEGMENT_BYTES)
         .with_context(|| format!("open the journal in {}", config.data_dir.display()))?;
     let pg = capture::connect_pg(&config.pg_url).await?.client;
-    let schemas = schema::load_table_schemas(&pg, &config.tables, &config.keyless_tables).await?;
+    let schemas = schema::load_synced_schemas(&pg, config).await?;
 
     let durable = journal.recovery().next_seq - 1;
     let (_durable_tx, durable_rx) = watch::channel(durable);

@@ -31,6 +31,11 @@ pub struct SettingsArgs {
     #[arg(long, env = "SYNC_TABLES")]
     pub sync_tables: Option<String>,
 
+    /// TOML file that maps synced tables to other MySQL tables, databases, column names or
+    /// types, and leaves columns out.
+    #[arg(long, env = "MAPPING_FILE")]
+    pub mapping_file: Option<String>,
+
     /// Comma-separated tables of SYNC_TABLES that have no primary key and may be synced by
     /// matching rows on all columns, e.g. public.events.
     #[arg(long, env = "KEYLESS_TABLES")]
@@ -527,6 +532,8 @@ pub struct Config {
     pub tables: Vec<TableName>,
     /// Synced tables without a primary key whose rows are matched on all columns.
     pub keyless_tables: Vec<TableName>,
+    /// The mapping file, when one is configured.
+    pub mapping: Option<crate::mapping::Mapping>,
 }
 
 /// Reason the configuration is unusable. Each message names the key and the fix.
@@ -577,8 +584,23 @@ impl Config {
             "sync-tables",
             "e.g. public.orders,public.customers",
         )?;
-        let tables = parse_table_list(&tables_text)?;
+        let mapped = args
+            .mapping_file
+            .as_deref()
+            .is_some_and(|path| !path.trim().is_empty());
+        let tables = parse_table_list(&tables_text, mapped)?;
         let keyless_tables = parse_keyless_tables(args.keyless_tables.as_deref(), &tables)?;
+        let mapping = match args.mapping_file.as_deref().map(str::trim) {
+            Some(path) if !path.is_empty() => Some(
+                crate::mapping::Mapping::load(std::path::Path::new(path), &tables).map_err(
+                    |error| ConfigError::Invalid {
+                        key: "MAPPING_FILE",
+                        reason: error.to_string(),
+                    },
+                )?,
+            ),
+            _ => None,
+        };
 
         let mode = args.mode.trim().parse()?;
         let auto_check_interval =
@@ -624,6 +646,7 @@ impl Config {
             data_dir: args.data_dir.clone(),
             tables,
             keyless_tables,
+            mapping,
         })
     }
 }
@@ -733,7 +756,7 @@ fn parse_keyless_tables(
 
 /// Parses `SYNC_TABLES`. Each PostgreSQL table maps to the MySQL table of the same name, so two
 /// tables of one name in different schemas would collide and are rejected.
-fn parse_table_list(text: &str) -> Result<Vec<TableName>, ConfigError> {
+fn parse_table_list(text: &str, mapped: bool) -> Result<Vec<TableName>, ConfigError> {
     let invalid = |reason: String| ConfigError::Invalid {
         key: "SYNC_TABLES",
         reason,
@@ -745,12 +768,18 @@ fn parse_table_list(text: &str) -> Result<Vec<TableName>, ConfigError> {
         .filter(|item| !item.is_empty())
     {
         let table = TableName::parse(item).map_err(invalid)?;
-        if let Some(other) = tables
-            .iter()
-            .find(|t| t.name.eq_ignore_ascii_case(&table.name))
-        {
+        if let Some(other) = tables.iter().find(|t| {
+            if mapped {
+                // The mapping file may give them other MySQL names; clashes are checked
+                // when it is applied.
+                **t == table
+            } else {
+                t.name.eq_ignore_ascii_case(&table.name)
+            }
+        }) {
             return Err(invalid(format!(
-                "`{other}` and `{table}` would both sync to the MySQL table `{}`; list only one",
+                "`{other}` and `{table}` would both sync to the MySQL table `{}`; list only \
+                 one, or map one to another name in MAPPING_FILE",
                 table.name
             )));
         }
@@ -775,6 +804,7 @@ mod tests {
             mysql_database_url: Some("mysql://u:secretpw@127.0.0.1:3306/app".into()),
             sync_tables: Some("public.orders, \"Sales\".\"Line.Items\"".into()),
             keyless_tables: None,
+            mapping_file: None,
             mode: "automatic".into(),
             auto_check_interval: "300".into(),
             failed_change_policy: "halt".into(),

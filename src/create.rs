@@ -86,12 +86,16 @@ impl Flavor {
     }
 }
 
-/// Tells whether the MySQL table exists.
-pub async fn table_exists(mysql: &mut Conn, table: &str) -> Result<bool, mysql_async::Error> {
-    let mut sql = "SELECT COUNT(*) FROM information_schema.TABLES \
-                   WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = "
-        .to_string();
-    write_string_literal(&mut sql, table);
+/// Tells whether the table's MySQL table exists.
+pub async fn table_exists(
+    mysql: &mut Conn,
+    schema: &TableSchema,
+) -> Result<bool, mysql_async::Error> {
+    let mut sql = format!(
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE {} AND TABLE_NAME = ",
+        schema.target_schema_condition()
+    );
+    write_string_literal(&mut sql, &schema.target_table);
     let count: Option<u64> = mysql.query_first(sql).await?;
     Ok(count.unwrap_or(0) > 0)
 }
@@ -127,16 +131,16 @@ pub async fn create_table_statement(
     for (index, column) in schema.columns.iter().enumerate() {
         let is_key = primary_key.contains(&index);
         let details = source.get(&column.name);
-        let mut line = format!(
-            "{} {}",
-            quote_mysql_ident(&column.name),
-            column_type(
+        let column_type = match &column.type_override {
+            Some(type_override) => type_override.clone(),
+            None => column_type(
                 column.pg_type,
                 details,
                 indexed_chars.get(&index).copied(),
-                flavor
-            )
-        );
+                flavor,
+            ),
+        };
+        let mut line = format!("{} {column_type}", quote_mysql_ident(&column.target));
         let nullable = details.is_none_or(|details| details.nullable);
         if is_key || !nullable {
             line.push_str(" NOT NULL");
@@ -178,7 +182,7 @@ pub async fn create_table_statement(
     let sql = format!(
         "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={} \
          COMMENT={comment}",
-        quote_mysql_ident(&schema.name.name),
+        schema.target_sql(),
         lines.join(",\n  "),
         flavor.exact_collation(),
     );
@@ -286,29 +290,30 @@ fn check_names(schema: &TableSchema) -> Result<(), CreateError> {
         table: schema.name.to_string(),
         reason,
     };
-    if schema.name.name.chars().count() > MAX_IDENTIFIER_CHARS {
+    if schema.target_table.chars().count() > MAX_IDENTIFIER_CHARS {
         return Err(error(format!(
             "the table name has more than {MAX_IDENTIFIER_CHARS} characters, MySQL's limit; \
-             rename the table in PostgreSQL, or create the MySQL table yourself"
+             map it to a shorter name in the mapping file (MAPPING_FILE)"
         )));
     }
     for (index, column) in schema.columns.iter().enumerate() {
-        if column.name.chars().count() > MAX_IDENTIFIER_CHARS {
+        if column.target.chars().count() > MAX_IDENTIFIER_CHARS {
             return Err(error(format!(
                 "column `{}` has more than {MAX_IDENTIFIER_CHARS} characters, MySQL's limit; \
-                 rename it in PostgreSQL",
-                column.name
+                 rename it in the mapping file (MAPPING_FILE)",
+                column.target
             )));
         }
-        let folded = column.name.to_lowercase();
+        let folded = column.target.to_lowercase();
         if let Some(other) = schema.columns[..index]
             .iter()
-            .find(|other| other.name.to_lowercase() == folded)
+            .find(|other| other.target.to_lowercase() == folded)
         {
             return Err(error(format!(
                 "columns `{}` and `{}` differ only in case, and MySQL column names ignore case; \
-                 rename one of them in PostgreSQL",
-                other.name, column.name
+                 map one of them to another name in the mapping file (MAPPING_FILE), or rename \
+                 it in PostgreSQL",
+                other.target, column.target
             )));
         }
     }

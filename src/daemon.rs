@@ -25,7 +25,7 @@ use crate::backoff::{Backoff, sleep_or_shutdown};
 use crate::capture::{self, ConnectError, DrainSettings, Drainer, connect_pg};
 use crate::config::{ApiConfig, ApiProtocol, Config, ConfigError, Mode, Secret};
 use crate::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal, segment_usage};
-use crate::schema::{TableSchema, TxidSnapshot, load_table_schemas, read_txid_snapshot};
+use crate::schema::{TableSchema, TxidSnapshot, load_synced_schemas, read_txid_snapshot};
 use crate::status::Board;
 use crate::telemetry::ErrorChain;
 
@@ -252,7 +252,7 @@ async fn load_and_verify(
     config: &Config,
 ) -> anyhow::Result<(Vec<TableSchema>, TxidSnapshot)> {
     let snapshot = read_txid_snapshot(client).await?;
-    let schemas = load_table_schemas(client, &config.tables, &config.keyless_tables).await?;
+    let schemas = load_synced_schemas(client, config).await?;
     capture::verify(client, &config.tables).await?;
 
     Ok((schemas, snapshot))

@@ -29,6 +29,7 @@ pub mod create;
 pub mod daemon;
 pub mod failpoint;
 pub mod journal;
+pub mod mapping;
 pub mod schema;
 pub mod status;
 pub mod telemetry;

@@ -234,7 +234,7 @@ async fn connect_pg(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
 
 async fn setup(config: &Config, create_tables: bool) -> anyhow::Result<()> {
     let mut pg = connect_pg(config).await?;
-    let schemas = schema::load_table_schemas(&pg, &config.tables, &config.keyless_tables).await?;
+    let schemas = schema::load_synced_schemas(&pg, config).await?;
 
     let mut mysql = apply::connect(&config.mysql_url)
         .await
@@ -246,7 +246,7 @@ async fn setup(config: &Config, create_tables: bool) -> anyhow::Result<()> {
             .map_err(mysql_failure)
             .context("read the MySQL version")?;
         for schema in &schemas {
-            if create::table_exists(&mut mysql, &schema.name.name)
+            if create::table_exists(&mut mysql, schema)
                 .await
                 .map_err(mysql_failure)
                 .context("look for the MySQL table")?
@@ -306,7 +306,7 @@ async fn setup(config: &Config, create_tables: bool) -> anyhow::Result<()> {
 
 async fn check(config: &Config, json: bool) -> anyhow::Result<()> {
     let pg = connect_pg(config).await?;
-    let schemas = schema::load_table_schemas(&pg, &config.tables, &config.keyless_tables).await?;
+    let schemas = schema::load_synced_schemas(&pg, config).await?;
     let mut mysql = apply::connect(&config.mysql_url)
         .await
         .map_err(mysql_failure)

@@ -326,6 +326,11 @@ pub struct Column {
     pub pg_type: PgType,
     /// Type as PostgreSQL prints it, e.g. `numeric(12,2)`, for messages.
     pub type_display: String,
+    /// Name of the MySQL column: the PostgreSQL name, unless the mapping file renames it.
+    pub target: String,
+    /// MySQL column type from the mapping file, used by `setup --create-tables`; the check
+    /// then leaves the column's type to the user.
+    pub type_override: Option<String>,
 }
 
 /// A synced table as the catalog describes it.
@@ -341,9 +346,39 @@ pub struct TableSchema {
     /// Whether the table has no primary key and was listed in `KEYLESS_TABLES`. Its rows are
     /// matched on all columns with NULL-safe comparison, and a delete removes one row.
     pub keyless: bool,
+    /// Name of the MySQL table: the PostgreSQL table's name, unless the mapping file says
+    /// otherwise.
+    pub target_table: String,
+    /// MySQL database of the table, when the mapping file names one; otherwise the database of
+    /// `MYSQL_DATABASE_URL`.
+    pub target_database: Option<String>,
+    /// Columns that the mapping file excludes: present in row images, never written.
+    pub ignored_columns: Vec<String>,
 }
 
 impl TableSchema {
+    /// Returns the MySQL table as SQL, quoted, with its database when the mapping names one.
+    pub fn target_sql(&self) -> String {
+        let table = crate::apply::quote_mysql_ident(&self.target_table);
+        match &self.target_database {
+            Some(database) => format!("{}.{table}", crate::apply::quote_mysql_ident(database)),
+            None => table,
+        }
+    }
+
+    /// Returns the condition on `TABLE_SCHEMA` that selects the MySQL table's database in
+    /// `information_schema`.
+    pub fn target_schema_condition(&self) -> String {
+        match &self.target_database {
+            Some(database) => {
+                let mut condition = "TABLE_SCHEMA = ".to_string();
+                crate::apply::write_string_literal(&mut condition, database);
+                condition
+            }
+            None => "TABLE_SCHEMA = DATABASE()".to_string(),
+        }
+    }
+
     /// Returns the key columns, in key order.
     pub fn key_columns(&self) -> impl Iterator<Item = &Column> {
         self.key.iter().map(|&index| &self.columns[index])
@@ -548,6 +583,18 @@ pub async fn read_txid_snapshot(
         .ok_or_else(|| SchemaError::Snapshot(format!("unexpected snapshot text `{text}`")))
 }
 
+/// Reads the synced tables' definitions and applies the mapping file, if any.
+pub async fn load_synced_schemas(
+    client: &tokio_postgres::Client,
+    config: &crate::config::Config,
+) -> anyhow::Result<Vec<TableSchema>> {
+    let schemas = load_table_schemas(client, &config.tables, &config.keyless_tables).await?;
+    match &config.mapping {
+        Some(mapping) => Ok(mapping.apply(schemas)?),
+        None => Ok(schemas),
+    }
+}
+
 /// Reads every table's definition and checks that it can be synced. All problems are reported
 /// together, so one run shows everything to fix.
 pub async fn load_table_schemas(
@@ -600,9 +647,11 @@ pub async fn load_table_schemas(
                 .map_err(query_error)?
             {
                 Ok(pg_type) => columns.push(Column {
+                    target: name.clone(),
                     name,
                     pg_type,
                     type_display,
+                    type_override: None,
                 }),
                 Err(rejection) => problems.push(SchemaProblem::UnsupportedType {
                     table: table.clone(),
@@ -636,6 +685,9 @@ pub async fn load_table_schemas(
                 key: (0..columns.len()).collect(),
                 columns,
                 keyless: true,
+                target_table: table.name.clone(),
+                target_database: None,
+                ignored_columns: Vec::new(),
             });
             continue;
         }
@@ -671,6 +723,9 @@ pub async fn load_table_schemas(
                 columns,
                 key,
                 keyless: false,
+                target_table: table.name.clone(),
+                target_database: None,
+                ignored_columns: Vec::new(),
             });
         }
     }

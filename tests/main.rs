@@ -8,6 +8,7 @@ mod cli;
 mod durability;
 mod geometry;
 mod keyless;
+mod mapping;
 mod modes;
 mod service;
 mod sync;

@@ -124,25 +124,29 @@ pub struct TablePlan {
 }
 
 impl TablePlan {
-    /// Prepares the statement parts for a table; the MySQL table has the PostgreSQL name.
+    /// Prepares the statement parts for a table, with the MySQL names of the table and its
+    /// columns (the PostgreSQL names unless the mapping file renames them).
     pub fn new(schema: TableSchema) -> Self {
-        let table = quote_mysql_ident(&schema.name.name);
+        let table = schema.target_sql();
         let columns: Vec<String> = schema
             .columns
             .iter()
-            .map(|c| quote_mysql_ident(&c.name))
+            .map(|c| quote_mysql_ident(&c.target))
             .collect();
-        let key_names: Vec<&str> = schema.key_columns().map(|c| c.name.as_str()).collect();
+        let key_targets: Vec<&str> = schema.key_columns().map(|c| c.target.as_str()).collect();
         // VALUES(col) rather than an alias: MariaDB has no `AS new` row alias. Key columns
         // are assigned too when every column is part of the key, since the clause needs one.
         let mut updates: Vec<String> = schema
             .columns
             .iter()
-            .filter(|c| !key_names.contains(&c.name.as_str()))
-            .map(|c| format!("{0}=VALUES({0})", quote_mysql_ident(&c.name)))
+            .filter(|c| !key_targets.contains(&c.target.as_str()))
+            .map(|c| format!("{0}=VALUES({0})", quote_mysql_ident(&c.target)))
             .collect();
         if updates.is_empty() {
-            updates.push(format!("{0}=VALUES({0})", quote_mysql_ident(key_names[0])));
+            updates.push(format!(
+                "{0}=VALUES({0})",
+                quote_mysql_ident(key_targets[0])
+            ));
         }
 
         TablePlan {
@@ -161,7 +165,7 @@ impl TablePlan {
                 format!(" ON DUPLICATE KEY UPDATE {}", updates.join(","))
             },
             // Single-column keys use `key IN (…)`, which MySQL turns into index lookups.
-            delete_prefix: match key_names.as_slice() {
+            delete_prefix: match key_targets.as_slice() {
                 [key] => format!("DELETE FROM {table} WHERE {} IN (", quote_mysql_ident(key)),
                 _ => format!("DELETE FROM {table} WHERE "),
             },
@@ -175,7 +179,7 @@ impl TablePlan {
             .schema
             .columns
             .iter()
-            .position(|c| c.name.eq_ignore_ascii_case(column));
+            .position(|c| c.target.eq_ignore_ascii_case(column));
         if let Some(index) = position.filter(|&i| {
             matches!(
                 self.schema.columns[i].pg_type,
@@ -193,7 +197,7 @@ impl TablePlan {
             .schema
             .columns
             .iter()
-            .position(|c| c.name.eq_ignore_ascii_case(column))
+            .position(|c| c.target.eq_ignore_ascii_case(column))
         else {
             return;
         };
@@ -332,9 +336,13 @@ impl TablePlan {
             self.write_value(record, index, value, &mut literal)?;
             literals.push((index, literal));
         }
-        if image.len() != literals.len() {
+        // Columns that the mapping excludes are in the image but never written.
+        let ignored = |name: &str| self.schema.ignored_columns.iter().any(|c| c == name);
+        let written = image.iter().filter(|(name, _)| !ignored(name)).count();
+        if written != literals.len() {
             let extra = image
                 .iter()
+                .filter(|(name, _)| !ignored(name))
                 .find(|(name, _)| !self.schema.columns.iter().any(|c| c.name == *name))
                 .map_or_else(
                     || "a column is repeated".to_string(),
@@ -356,14 +364,14 @@ impl TablePlan {
         raw: &RawValue,
     ) -> Result<(Option<String>, String), PlanError> {
         let literals = self.row_literals(record, raw)?;
-        let table = quote_mysql_ident(&self.schema.name.name);
+        let table = self.schema.target_sql();
         let condition: Vec<String> = literals
             .iter()
             .filter(|(index, _)| self.schema.key.contains(index))
             .map(|(index, literal)| {
                 format!(
                     "{}={literal}",
-                    quote_mysql_ident(&self.schema.columns[*index].name)
+                    quote_mysql_ident(&self.schema.columns[*index].target)
                 )
             })
             .collect();
@@ -374,7 +382,7 @@ impl TablePlan {
             .map(|(index, literal)| {
                 format!(
                     "{}={literal}",
-                    quote_mysql_ident(&self.schema.columns[*index].name)
+                    quote_mysql_ident(&self.schema.columns[*index].target)
                 )
             })
             .collect();
@@ -386,7 +394,7 @@ impl TablePlan {
         });
         let names: Vec<String> = literals
             .iter()
-            .map(|(index, _)| quote_mysql_ident(&self.schema.columns[*index].name))
+            .map(|(index, _)| quote_mysql_ident(&self.schema.columns[*index].target))
             .collect();
         let values: Vec<&str> = literals
             .iter()
@@ -404,10 +412,10 @@ impl TablePlan {
 
     /// Builds the INSERT prefix and upsert suffix for a row image with only some columns.
     fn subset_parts(&self, present: &[usize]) -> (String, String) {
-        let table = quote_mysql_ident(&self.schema.name.name);
+        let table = self.schema.target_sql();
         let names: Vec<String> = present
             .iter()
-            .map(|&index| quote_mysql_ident(&self.schema.columns[index].name))
+            .map(|&index| quote_mysql_ident(&self.schema.columns[index].target))
             .collect();
         let mut updates: Vec<String> = present
             .iter()
@@ -415,7 +423,7 @@ impl TablePlan {
             .map(|&index| {
                 format!(
                     "{0}=VALUES({0})",
-                    quote_mysql_ident(&self.schema.columns[index].name)
+                    quote_mysql_ident(&self.schema.columns[index].target)
                 )
             })
             .collect();
@@ -426,7 +434,7 @@ impl TablePlan {
                     .key_columns()
                     .next()
                     .expect("a key has a column")
-                    .name,
+                    .target,
             );
             updates.push(format!("{key}=VALUES({key})"));
         }
@@ -454,13 +462,13 @@ impl TablePlan {
             .map(|(index, literal)| {
                 format!(
                     "{}<=>{literal}",
-                    quote_mysql_ident(&self.schema.columns[*index].name)
+                    quote_mysql_ident(&self.schema.columns[*index].target)
                 )
             })
             .collect();
         Ok(format!(
             "DELETE FROM {} WHERE {} LIMIT 1",
-            quote_mysql_ident(&self.schema.name.name),
+            self.schema.target_sql(),
             conditions.join(" AND ")
         ))
     }
@@ -491,7 +499,7 @@ impl TablePlan {
                 if position > 0 {
                     out.push_str(" AND ");
                 }
-                out.push_str(&quote_mysql_ident(&column.name));
+                out.push_str(&quote_mysql_ident(&column.target));
                 out.push('=');
                 self.write_value(record, self.schema.key[position], value, out)?;
             }
@@ -689,7 +697,7 @@ pub fn build_statements<'r>(
                 builder.finish();
                 // DELETE, not TRUNCATE: TRUNCATE commits the open transaction in MySQL.
                 builder.statements.push(Statement {
-                    sql: format!("DELETE FROM {}", quote_mysql_ident(&plan.schema.name.name)),
+                    sql: format!("DELETE FROM {}", plan.schema.target_sql()),
                     table: record.table.clone(),
                     operation: "truncate",
                     first_seq: record.seq,
@@ -810,6 +818,8 @@ mod tests {
 
     fn plan(key: Vec<usize>) -> TablePlan {
         let column = |name: &str, pg_type| Column {
+            target: name.to_string(),
+            type_override: None,
             name: name.into(),
             pg_type,
             type_display: String::new(),
@@ -826,6 +836,9 @@ mod tests {
             ],
             keyless: key.is_empty(),
             key: if key.is_empty() { vec![0, 1, 2] } else { key },
+            target_table: "or`ders".into(),
+            target_database: None,
+            ignored_columns: Vec::new(),
         })
     }
 

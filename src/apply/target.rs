@@ -54,11 +54,12 @@ pub(super) async fn read_target_scales<'a>(
     plans: impl Iterator<Item = &'a mut TablePlan>,
 ) -> Result<(), mysql_async::Error> {
     for plan in plans {
-        let mut sql =
+        let mut sql = format!(
             "SELECT COLUMN_NAME, DATA_TYPE, NUMERIC_SCALE FROM information_schema.COLUMNS \
-                       WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = "
-                .to_string();
-        write_string(&mut sql, &plan.schema.name.name);
+             WHERE {} AND TABLE_NAME = ",
+            plan.schema.target_schema_condition()
+        );
+        write_string(&mut sql, &plan.schema.target_table);
         let columns: Vec<(String, String, Option<u64>)> = conn.query(sql).await?;
         for (name, data_type, scale) in columns {
             plan.set_target_type(&name, &data_type);
@@ -82,11 +83,12 @@ pub(super) async fn read_secondary_unique<'a>(
     plans: impl Iterator<Item = &'a mut TablePlan>,
 ) -> Result<(), mysql_async::Error> {
     for plan in plans {
-        let mut sql = "SELECT COUNT(*) FROM information_schema.STATISTICS \
-                       WHERE TABLE_SCHEMA = DATABASE() AND NON_UNIQUE = 0 \
-                       AND INDEX_NAME <> 'PRIMARY' AND TABLE_NAME = "
-            .to_string();
-        write_string(&mut sql, &plan.schema.name.name);
+        let mut sql = format!(
+            "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE {} AND NON_UNIQUE = 0 \
+             AND INDEX_NAME <> 'PRIMARY' AND TABLE_NAME = ",
+            plan.schema.target_schema_condition()
+        );
+        write_string(&mut sql, &plan.schema.target_table);
         let count: Option<u64> = conn.query_first(sql).await?;
         plan.set_secondary_unique(count.unwrap_or(0) > 0);
     }
@@ -185,10 +187,11 @@ pub async fn check_target_tables<'a>(
 ) -> Result<Vec<String>, mysql_async::Error> {
     let mut problems = Vec::new();
     for plan in plans {
-        let table = &plan.schema.name.name;
-        let mut sql = "SELECT ENGINE FROM information_schema.TABLES \
-                       WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = "
-            .to_string();
+        let table = &plan.schema.target_table;
+        let condition = plan.schema.target_schema_condition();
+        let mut sql = format!(
+            "SELECT ENGINE FROM information_schema.TABLES WHERE {condition} AND TABLE_NAME = "
+        );
         write_string(&mut sql, table);
         let engine: Option<Option<String>> = conn.query_first(sql).await?;
         let Some(engine) = engine else {
@@ -210,20 +213,21 @@ pub async fn check_target_tables<'a>(
             ));
         }
 
-        let mut sql = "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS \
-                       WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = "
-            .to_string();
+        let mut sql = format!(
+            "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS \
+             WHERE {condition} AND TABLE_NAME = "
+        );
         write_string(&mut sql, table);
         let target_columns: Vec<(String, String)> = conn.query(sql).await?;
         for column in &plan.schema.columns {
             let target_type = target_columns
                 .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case(&column.name))
+                .find(|(name, _)| name.eq_ignore_ascii_case(&column.target))
                 .map(|(_, data_type)| data_type.to_ascii_lowercase());
             let Some(target_type) = target_type else {
                 problems.push(format!(
                     "the MySQL table `{table}` has no column `{}` (type {} in PostgreSQL); add it",
-                    column.name, column.type_display
+                    column.target, column.type_display
                 ));
                 continue;
             };
@@ -233,7 +237,7 @@ pub async fn check_target_tables<'a>(
                 problems.push(format!(
                     "the MySQL column `{}` of table `{table}` is BIT, but {} values are synced as \
                      text of 0 and 1; make it VARCHAR with room for every bit",
-                    column.name, column.type_display
+                    column.target, column.type_display
                 ));
             }
         }

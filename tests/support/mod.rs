@@ -220,6 +220,7 @@ pub fn clear_settings(command: &mut Command) {
         "MYSQL_DATABASE_URL",
         "SYNC_TABLES",
         "KEYLESS_TABLES",
+        "MAPPING_FILE",
         "DATA_DIR",
         "MODE",
         "LOG_FORMAT",
