@@ -40,10 +40,24 @@ pub struct Finding {
 /// The result of a check.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
+    /// The MySQL server and the settings that matter for apply.
+    pub server: ServerSettings,
     /// Tables checked.
     pub tables: usize,
     /// Problems found, errors first.
     pub findings: Vec<Finding>,
+}
+
+/// The MySQL server's version and the settings that decide what apply can write.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerSettings {
+    /// `VERSION()`.
+    pub version: String,
+    /// The global `sql_mode`, which other writers use; apply sets a strict mode for its own
+    /// sessions.
+    pub sql_mode: String,
+    /// `max_allowed_packet` in bytes, the largest statement, and so the largest row.
+    pub max_allowed_packet: u64,
 }
 
 impl Report {
@@ -78,6 +92,16 @@ impl Report {
                 ));
             }
         }
+        text.push_str(&format!(
+            "MySQL {}, max_allowed_packet {} bytes, global sql_mode {}\n",
+            self.server.version,
+            self.server.max_allowed_packet,
+            if self.server.sql_mode.is_empty() {
+                "(empty)"
+            } else {
+                &self.server.sql_mode
+            }
+        ));
         text.push_str(&format!(
             "{} tables checked: {} errors, {} warnings\n",
             self.tables,
@@ -122,6 +146,7 @@ pub async fn check(
     schemas: &[TableSchema],
 ) -> Result<Report, CheckError> {
     let mut report = Report {
+        server: ServerSettings::default(),
         tables: schemas.len(),
         findings: Vec::new(),
     };
@@ -153,11 +178,16 @@ impl From<mysql_async::Error> for CheckError {
 }
 
 async fn check_server(mysql: &mut Conn, report: &mut Report) -> Result<(), CheckError> {
-    let row: Option<(String, u64)> = mysql
-        .query_first("SELECT @@GLOBAL.sql_mode, @@GLOBAL.max_allowed_packet")
+    let row: Option<(String, String, u64)> = mysql
+        .query_first("SELECT VERSION(), @@GLOBAL.sql_mode, @@GLOBAL.max_allowed_packet")
         .await?;
-    let Some((sql_mode, packet)) = row else {
+    let Some((version, sql_mode, packet)) = row else {
         return Ok(());
+    };
+    report.server = ServerSettings {
+        version,
+        sql_mode: sql_mode.clone(),
+        max_allowed_packet: packet,
     };
     let mut push = |message: String| {
         report.findings.push(Finding {

@@ -60,6 +60,11 @@ async fn check_passes_matching_schema() {
         "{}",
         stdout(&output)
     );
+    assert!(
+        stdout(&output).contains("max_allowed_packet") && stdout(&output).contains("sql_mode"),
+        "{}",
+        stdout(&output)
+    );
     databases.drop_all().await;
 }
 
@@ -100,6 +105,13 @@ async fn check_reports_broken_schema() {
     assert_eq!(output.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["tables"], 2);
+    assert!(report["server"]["max_allowed_packet"].as_u64().unwrap() > 0);
+    assert!(
+        report["server"]["version"]
+            .as_str()
+            .unwrap()
+            .contains("MariaDB")
+    );
     let findings = report["findings"].as_array().unwrap();
     assert!(findings.iter().any(|finding| finding["severity"] == "error"
         && finding["table"] == "public.parents"

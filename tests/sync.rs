@@ -568,3 +568,92 @@ async fn drop_column_while_running_halts_until_restart() {
     assert!(daemon.stop().success());
     databases.drop_all().await;
 }
+
+/// Starts a daemon on a `notes` table with one synced row, for the schema-change tests.
+async fn notes_daemon(prefix: &str) -> (Databases, Pipeline, crate::support::Daemon) {
+    let databases = Databases::create(prefix).await;
+    databases
+        .create_tables(
+            "CREATE TABLE notes (id int PRIMARY KEY, body text, rank int)",
+            "CREATE TABLE notes (id INT PRIMARY KEY, body LONGTEXT, `rank` INT) ENGINE=InnoDB",
+        )
+        .await;
+    let pipeline = Pipeline::new(&databases, "public.notes");
+    pipeline.setup();
+    let daemon = pipeline.start();
+    databases
+        .pg()
+        .await
+        .batch_execute("INSERT INTO notes VALUES (1, 'first', 1)")
+        .await
+        .unwrap();
+    databases
+        .wait_until_equal(
+            "SELECT id::text, body, rank::text FROM notes",
+            "SELECT id, body, `rank` FROM notes",
+            CONVERGE,
+        )
+        .await;
+    (databases, pipeline, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_column_while_running_halts() {
+    let (databases, _pipeline, mut daemon) = notes_daemon("renamecol").await;
+    databases
+        .pg()
+        .await
+        .batch_execute(
+            "ALTER TABLE notes RENAME COLUMN body TO text_body;
+             UPDATE notes SET text_body = 'second' WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    daemon.wait_for_log("apply halted", CONVERGE).await;
+    assert!(
+        daemon
+            .log()
+            .contains("column body is missing and column text_body is new"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("make the same change to the MySQL table and restart"),
+        "{}",
+        daemon.log()
+    );
+    let rows = databases.mysql_rows("SELECT body FROM notes").await;
+    assert_eq!(
+        rows[0][0].as_deref(),
+        Some("first"),
+        "nothing of the new shape applied"
+    );
+    assert!(daemon.stop().success());
+    databases.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_type_change_halts_on_unconvertible_value() {
+    let (databases, _pipeline, mut daemon) = notes_daemon("typecol").await;
+    databases
+        .pg()
+        .await
+        .batch_execute(
+            "ALTER TABLE notes ALTER COLUMN rank TYPE text;
+             UPDATE notes SET rank = 'high' WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    daemon.wait_for_log("apply halted", CONVERGE).await;
+    assert!(
+        daemon.log().contains("column rank of table public.notes"),
+        "{}",
+        daemon.log()
+    );
+    let rows = databases.mysql_rows("SELECT `rank` FROM notes").await;
+    assert_eq!(rows[0][0].as_deref(), Some("1"));
+    assert!(daemon.stop().success());
+    databases.drop_all().await;
+}

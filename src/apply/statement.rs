@@ -323,11 +323,24 @@ impl TablePlan {
                     .as_ref()
                     .is_some_and(|snapshot| !snapshot.saw_committed(record.xid))
                 {
-                    let detail = format!(
-                        "column {} is missing from a change made after the daemon read the \
-                         table, so it was dropped in PostgreSQL",
-                        column.name
-                    );
+                    let ignored =
+                        |name: &str| self.schema.ignored_columns.iter().any(|c| c == name);
+                    let new_column = image.iter().find(|(name, _)| {
+                        !ignored(name) && !self.schema.columns.iter().any(|c| c.name == *name)
+                    });
+                    let detail = match new_column {
+                        Some((new_name, _)) => format!(
+                            "column {} is missing and column {new_name} is new in a change made \
+                             after the daemon read the table, so a column was renamed or \
+                             replaced in PostgreSQL",
+                            column.name
+                        ),
+                        None => format!(
+                            "column {} is missing from a change made after the daemon read the \
+                             table, so it was dropped in PostgreSQL",
+                            column.name
+                        ),
+                    };
                     return Err(self.shape_error(record, detail));
                 }
                 continue;
