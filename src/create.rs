@@ -149,7 +149,7 @@ pub async fn create_table_statement(
     }
     let key: Vec<String> = primary_key
         .iter()
-        .map(|&index| quote_mysql_ident(&schema.columns[index].name))
+        .map(|&index| quote_mysql_ident(&schema.columns[index].target))
         .collect();
     if !key.is_empty() {
         lines.push(format!("PRIMARY KEY ({})", key.join(", ")));
@@ -157,7 +157,7 @@ pub async fn create_table_statement(
     for (name, columns) in &unique_indexes {
         let names: Vec<String> = columns
             .iter()
-            .map(|&index| quote_mysql_ident(&schema.columns[index].name))
+            .map(|&index| quote_mysql_ident(&schema.columns[index].target))
             .collect();
         lines.push(format!(
             "UNIQUE KEY {} ({})",
@@ -237,7 +237,8 @@ async fn unique_indexes(
         if partial_or_expression || !indexable {
             notes.push(format!(
                 "the unique index {name} was left out: MySQL cannot build it (it is partial, on \
-                 an expression, or on a column synced as JSON or geometry)"
+                 an expression, on a column synced as JSON or geometry, or on a column the \
+                 mapping file leaves out)"
             ));
             continue;
         }

@@ -13,7 +13,7 @@ async fn mapped_table_syncs_to_renamed_target() {
     databases
         .create_tables(
             "CREATE TABLE orders (id int PRIMARY KEY, total numeric(12,2), secret text, \
-             \"Note\" text, note text)",
+             \"Note\" text, note text, UNIQUE (\"Note\"))",
             "",
         )
         .await;
@@ -54,6 +54,10 @@ async fn mapped_table_syncs_to_renamed_target() {
         "{stdout}"
     );
     assert!(stdout.contains("`amount` DECIMAL(14,2)"), "{stdout}");
+    assert!(
+        stdout.contains("UNIQUE KEY `orders_Note_key` (`note_title`)"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("secret"), "{stdout}");
     let output = pipeline.run_cli(&["check"]);
     assert!(
