@@ -25,6 +25,33 @@ use crate::schema::TableSchema;
 /// Longest MySQL identifier, in characters.
 const MAX_IDENTIFIER_CHARS: usize = 64;
 
+/// Tells whether `text` is a type name, an optional `(n)` or `(n,m)`, and an optional
+/// `UNSIGNED`: enough for the types of docs/types.md, and nothing that could add a clause to
+/// CREATE TABLE.
+fn is_plain_type(text: &str) -> bool {
+    let text = text.trim();
+    let (text, _) = match text.to_ascii_uppercase().strip_suffix(" UNSIGNED") {
+        Some(_) => (text[..text.len() - " UNSIGNED".len()].trim_end(), true),
+        None => (text, false),
+    };
+    let (name, arguments) = match text.split_once('(') {
+        Some((name, rest)) => match rest.strip_suffix(')') {
+            Some(arguments) => (name.trim_end(), Some(arguments)),
+            None => return false,
+        },
+        None => (text, None),
+    };
+    let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphabetic());
+    let arguments_ok = arguments.is_none_or(|arguments| {
+        let parts: Vec<&str> = arguments.split(',').map(str::trim).collect();
+        parts.len() <= 2
+            && parts
+                .iter()
+                .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()))
+    });
+    name_ok && arguments_ok
+}
+
 /// A problem in the mapping file.
 #[derive(Debug, thiserror::Error)]
 #[error("{}{}: {message}", .file.display(), .line.map(|line| format!(":{line}")).unwrap_or_default())]
@@ -158,16 +185,13 @@ impl Mapping {
         for column_type in entry.types.values() {
             // The type goes into CREATE TABLE as it is, so only plain type syntax is allowed.
             let text = column_type.get_ref();
-            let plain = !text.trim().is_empty()
-                && text
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || " (),_".contains(c));
-            if !plain {
+            if !is_plain_type(text) {
                 return Err(self.error_on(
                     column_type,
                     format!(
-                        "the type `{text}` is not a plain MySQL type such as DECIMAL(14,2) or \
-                         VARCHAR(64); use letters, digits, spaces, parentheses and commas only"
+                        "the type `{text}` is not a plain MySQL type; write a type name with \
+                         an optional length or precision and UNSIGNED, such as DECIMAL(14,2), \
+                         VARCHAR(64) or INT UNSIGNED"
                     ),
                 ));
             }
@@ -176,8 +200,13 @@ impl Mapping {
         Ok(())
     }
 
-    /// Applies the mapping to the tables read from PostgreSQL.
-    pub fn apply(&self, schemas: Vec<TableSchema>) -> Result<Vec<TableSchema>, MappingError> {
+    /// Applies the mapping to the tables read from PostgreSQL. `default_database` is the
+    /// database of `MYSQL_DATABASE_URL`, to compare targets.
+    pub fn apply(
+        &self,
+        schemas: Vec<TableSchema>,
+        default_database: &str,
+    ) -> Result<Vec<TableSchema>, MappingError> {
         let mut mapped = Vec::with_capacity(schemas.len());
         for schema in schemas {
             match self.tables.iter().find(|(table, _)| *table == schema.name) {
@@ -185,7 +214,7 @@ impl Mapping {
                 None => mapped.push(schema),
             }
         }
-        self.check_distinct_targets(&mapped)?;
+        self.check_distinct_targets(&mapped, default_database)?;
 
         Ok(mapped)
     }
@@ -265,6 +294,28 @@ impl Mapping {
         for (index, column_type) in types {
             schema.columns[index].type_override = Some(column_type);
         }
+        // MySQL column names ignore case, so two kept columns may not share one.
+        for (index, column) in schema.columns.iter().enumerate() {
+            if dropped[index] {
+                continue;
+            }
+            let clash = schema.columns[..index]
+                .iter()
+                .enumerate()
+                .find(|(other, other_column)| {
+                    !dropped[*other] && other_column.target.eq_ignore_ascii_case(&column.target)
+                });
+            if let Some((_, other)) = clash {
+                return Err(self.error_on(
+                    section,
+                    format!(
+                        "columns `{}` and `{}` of table {} would both be the MySQL column `{}`; \
+                         rename one of them",
+                        other.name, column.name, schema.name, column.target
+                    ),
+                ));
+            }
+        }
         if let Some(table) = &entry.table {
             schema.target_table = table.get_ref().clone();
         }
@@ -295,13 +346,23 @@ impl Mapping {
     }
 
     /// Rejects two synced tables that would write to one MySQL table.
-    fn check_distinct_targets(&self, schemas: &[TableSchema]) -> Result<(), MappingError> {
+    fn check_distinct_targets(
+        &self,
+        schemas: &[TableSchema],
+        default_database: &str,
+    ) -> Result<(), MappingError> {
+        let database = |schema: &TableSchema| {
+            schema
+                .target_database
+                .clone()
+                .unwrap_or_else(|| default_database.to_string())
+        };
         for (index, schema) in schemas.iter().enumerate() {
             let clash = schemas[..index].iter().find(|other| {
                 other
                     .target_table
                     .eq_ignore_ascii_case(&schema.target_table)
-                    && other.target_database == schema.target_database
+                    && database(other) == database(schema)
             });
             if let Some(other) = clash {
                 return Err(self.error_at(
@@ -355,13 +416,29 @@ mod tests {
         let error = load("[tables.\"public.orders\"]\ncolour = 1\n").unwrap_err();
         assert!(error.to_string().contains(":2:"), "{error}");
 
-        let error =
-            load("[tables.\"public.orders\"]\ntypes = { a = \"INT); DROP TABLE x; --\" }\n")
-                .unwrap_err();
-        assert!(
-            error.to_string().contains("not a plain MySQL type"),
-            "{error}"
-        );
+        for bad in [
+            "INT); DROP TABLE x; --",
+            "INT, evil INT, UNIQUE KEY u (note)",
+            "INT GENERATED ALWAYS AS (1) VIRTUAL",
+            "DECIMAL(14,2,3)",
+            "VARCHAR(a)",
+        ] {
+            let text = format!("[tables.\"public.orders\"]\ntypes = {{ a = \"{bad}\" }}\n");
+            let error = load(&text).unwrap_err();
+            assert!(
+                error.to_string().contains("not a plain MySQL type"),
+                "{bad}: {error}"
+            );
+        }
+        for good in [
+            "DECIMAL(14,2)",
+            "VARCHAR(64)",
+            "INT UNSIGNED",
+            "DOUBLE",
+            "BINARY(16)",
+        ] {
+            assert!(is_plain_type(good), "{good}");
+        }
 
         let error =
             load("[tables.\"public.orders\"]\ninclude = [\"a\"]\nexclude = [\"b\"]\n").unwrap_err();

@@ -409,6 +409,15 @@ pub enum SchemaProblem {
         /// Why, and what to do.
         reason: &'static str,
     },
+    /// A column of a table without a primary key cannot be compared exactly in MySQL.
+    UnsupportedKeylessColumn {
+        /// The table.
+        table: TableName,
+        /// The column.
+        column: String,
+        /// Why, and what to do.
+        reason: &'static str,
+    },
     /// A column's type, or a type inside it, is not supported.
     UnsupportedType {
         /// The table.
@@ -456,6 +465,16 @@ impl fmt::Display for SchemaProblem {
                 reason,
             } => {
                 write!(f, "primary-key column {column} of table {table} {reason}")
+            }
+            SchemaProblem::UnsupportedKeylessColumn {
+                table,
+                column,
+                reason,
+            } => {
+                write!(
+                    f,
+                    "column {column} of table {table} (in KEYLESS_TABLES) {reason}"
+                )
             }
             SchemaProblem::UnsupportedType {
                 table,
@@ -590,7 +609,7 @@ pub async fn load_synced_schemas(
 ) -> anyhow::Result<Vec<TableSchema>> {
     let schemas = load_table_schemas(client, &config.tables, &config.keyless_tables).await?;
     match &config.mapping {
-        Some(mapping) => Ok(mapping.apply(schemas)?),
+        Some(mapping) => Ok(mapping.apply(schemas, &config.mysql_database)?),
         None => Ok(schemas),
     }
 }
@@ -673,7 +692,7 @@ pub async fn load_table_schemas(
             }
             for column in &columns {
                 if let Some(reason) = keyless_type_problem(column.pg_type) {
-                    problems.push(SchemaProblem::UnsupportedKeyColumn {
+                    problems.push(SchemaProblem::UnsupportedKeylessColumn {
                         table: table.clone(),
                         column: column.name.clone(),
                         reason,

@@ -114,6 +114,10 @@ async fn mapping_errors_name_file_and_line() {
             "part of the primary key",
         ),
         ("[tables.\"public.orders\"\n", "invalid TOML"),
+        (
+            "[tables.\"public.orders\"]\nrename = { total = \"ID\" }\n",
+            "would both be the MySQL column `ID`",
+        ),
     ] {
         std::fs::write(&mapping, text).unwrap();
         let output = pipeline.run_cli(&["setup"]);

@@ -142,3 +142,37 @@ async fn target_column_type_chooses_the_conversion() {
     assert!(daemon.stop().success(), "{}", daemon.log());
     databases.drop_all().await;
 }
+
+#[tokio::test]
+async fn key_values_are_never_replaced() {
+    let databases = Databases::create("clampkey").await;
+    databases
+        .create_tables(
+            "CREATE TABLE days (d date PRIMARY KEY, v int)",
+            "CREATE TABLE days (d DATE PRIMARY KEY, v INT) ENGINE=InnoDB",
+        )
+        .await;
+    let mut pipeline = Pipeline::new(&databases, "public.days");
+    pipeline.set("DATE_OUT_OF_RANGE", "clamp");
+    pipeline.setup();
+    let mut daemon = pipeline.start();
+    // Clamped, both keys would become 9999-12-31 and collide in MySQL.
+    databases
+        .pg()
+        .await
+        .batch_execute("INSERT INTO days VALUES ('infinity', 1), ('10000-01-01', 2)")
+        .await
+        .unwrap();
+    daemon
+        .wait_for_log("apply halted", Duration::from_secs(30))
+        .await;
+    assert!(
+        daemon.log().contains("column d of table public.days"),
+        "{}",
+        daemon.log()
+    );
+    let rows = databases.mysql_rows("SELECT COUNT(*) FROM days").await;
+    assert_eq!(rows[0][0].as_deref(), Some("0"));
+    assert!(daemon.stop().success(), "{}", daemon.log());
+    databases.drop_all().await;
+}

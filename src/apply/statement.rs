@@ -261,10 +261,14 @@ impl TablePlan {
             pg_type => {
                 let start = out.len();
                 let written = write_literal(out, pg_type, value);
+                // A key value is never replaced: two keys could become one, and a delete
+                // would then remove the wrong row.
+                let replaceable = !self.schema.key.contains(&index);
                 match written {
                     Err(_)
-                        if let Some(replacement) =
-                            replacement_for(pg_type, value.get(), self.value_policy) =>
+                        if replaceable
+                            && let Some(replacement) =
+                                replacement_for(pg_type, value.get(), self.value_policy) =>
                     {
                         out.truncate(start);
                         out.push_str(replacement);
