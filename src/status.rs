@@ -58,8 +58,8 @@ pub struct Metrics {
 
 impl Metrics {
     fn new() -> Self {
-        let mut registry = Registry::with_prefix("pg_to_mysql_sync");
-        let metrics = Metrics {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("pg_to_mysql_sync"),
             captured: Family::default(),
             applied: Family::default(),
             parked: Family::default(),
@@ -71,8 +71,8 @@ impl Metrics {
             backlog_bytes: Gauge::default(),
             lag_seconds: Gauge::default(),
             failed_changes: Gauge::default(),
-            registry: Registry::default(),
         };
+        let registry = &mut metrics.registry;
         registry.register(
             "changes_captured",
             "Changes written to the journal",
@@ -124,10 +124,7 @@ impl Metrics {
             metrics.failed_changes.clone(),
         );
 
-        Metrics {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     /// Counts one apply failure of the given class.
@@ -200,6 +197,20 @@ struct State {
     last_applied_at: Option<SystemTime>,
     last_run: Option<RunReport>,
     failed_changes: Option<u64>,
+}
+
+impl State {
+    /// Moves the applied position and forgets the batches it covers.
+    fn set_applied(&mut self, applied_seq: u64) {
+        self.applied_seq = applied_seq;
+        while self
+            .pending_batches
+            .front()
+            .is_some_and(|&(last_seq, _)| last_seq <= applied_seq)
+        {
+            self.pending_batches.pop_front();
+        }
+    }
 }
 
 /// Shared daemon state.
@@ -307,28 +318,13 @@ impl Board {
     /// Records a MySQL commit up to `applied_seq`.
     pub fn applied(&self, applied_seq: u64) {
         let mut state = self.state();
-        state.applied_seq = applied_seq;
         state.last_applied_at = Some(SystemTime::now());
-        while state
-            .pending_batches
-            .front()
-            .is_some_and(|&(last_seq, _)| last_seq <= applied_seq)
-        {
-            state.pending_batches.pop_front();
-        }
+        state.set_applied(applied_seq);
     }
 
     /// Records the checkpoint read from MySQL, which can be ahead of what this process applied.
     pub fn checkpoint_read(&self, applied_seq: u64) {
-        let mut state = self.state();
-        state.applied_seq = applied_seq;
-        while state
-            .pending_batches
-            .front()
-            .is_some_and(|&(last_seq, _)| last_seq <= applied_seq)
-        {
-            state.pending_batches.pop_front();
-        }
+        self.state().set_applied(applied_seq);
     }
 
     /// Records the result of an apply run and the size of the failed-change log.

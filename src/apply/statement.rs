@@ -382,27 +382,11 @@ impl TablePlan {
     ) -> Result<(Option<String>, String), PlanError> {
         let literals = self.row_literals(record, raw)?;
         let table = self.schema.target_sql();
-        let condition: Vec<String> = literals
-            .iter()
-            .filter(|(index, _)| self.schema.key.contains(index))
-            .map(|(index, literal)| {
-                format!(
-                    "{}={literal}",
-                    quote_mysql_ident(&self.schema.columns[*index].target)
-                )
-            })
-            .collect();
-        let condition = condition.join(" AND ");
-        let assignments: Vec<String> = literals
-            .iter()
-            .filter(|(index, _)| !self.schema.key.contains(index))
-            .map(|(index, literal)| {
-                format!(
-                    "{}={literal}",
-                    quote_mysql_ident(&self.schema.columns[*index].target)
-                )
-            })
-            .collect();
+        let condition = self
+            .column_terms(&literals, "=", |index| self.schema.key.contains(&index))
+            .join(" AND ");
+        let assignments =
+            self.column_terms(&literals, "=", |index| !self.schema.key.contains(&index));
         let update = (!assignments.is_empty()).then(|| {
             format!(
                 "UPDATE {table} SET {} WHERE {condition}",
@@ -474,20 +458,30 @@ impl TablePlan {
         if literals.len() < self.schema.columns.len() {
             return Err(self.shape_error(record, "the old row misses a column".to_string()));
         }
-        let conditions: Vec<String> = literals
-            .iter()
-            .map(|(index, literal)| {
-                format!(
-                    "{}<=>{literal}",
-                    quote_mysql_ident(&self.schema.columns[*index].target)
-                )
-            })
-            .collect();
+        let conditions = self.column_terms(&literals, "<=>", |_| true);
         Ok(format!(
             "DELETE FROM {} WHERE {} LIMIT 1",
             self.schema.target_sql(),
             conditions.join(" AND ")
         ))
+    }
+
+    /// Writes `column<operator>literal` for each selected column of a row, with MySQL column
+    /// names.
+    fn column_terms(
+        &self,
+        literals: &[(usize, String)],
+        operator: &str,
+        selected: impl Fn(usize) -> bool,
+    ) -> Vec<String> {
+        literals
+            .iter()
+            .filter(|(index, _)| selected(*index))
+            .map(|(index, literal)| {
+                let column = quote_mysql_ident(&self.schema.columns[*index].target);
+                format!("{column}{operator}{literal}")
+            })
+            .collect()
     }
 
     /// Writes the condition that matches one primary key.
