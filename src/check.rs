@@ -750,7 +750,7 @@ async fn check_indexes(
     let primary = unique.iter().find(|(name, _)| name == "PRIMARY");
     if schema.keyless {
         // A surrogate key that PostgreSQL does not have, such as an AUTO_INCREMENT column, is
-        // fine; a key on synced columns rejects the identical rows a keyless table can have.
+        // fine. A key on synced columns rejects the identical rows a keyless table can have.
         if let Some((_, columns)) = primary {
             let on_synced = columns.iter().all(|column| {
                 schema

@@ -84,7 +84,7 @@ fn print_response(status: StatusCode, body: &serde_json::Value) -> anyhow::Resul
         .get("message")
         .and_then(|message| message.as_str())
         .map_or_else(|| body.to_string(), str::to_string);
-    anyhow::bail!("the daemon answered HTTP {status}: {message}")
+    anyhow::bail!("the daemon responded with HTTP {status}: {message}")
 }
 
 pub async fn status(args: &ClientArgs) -> anyhow::Result<()> {

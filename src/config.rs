@@ -356,7 +356,8 @@ impl FromStr for Mode {
     }
 }
 
-/// What apply writes for values that MySQL cannot store; by default they are rejected.
+/// Replacements for values that MySQL cannot store. By default there are none, and such
+/// values are rejected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ValuePolicy {
     /// NaN and ±Infinity in float columns become NULL.

@@ -346,8 +346,8 @@ pub struct TableSchema {
     /// Whether the table has no primary key and was listed in `KEYLESS_TABLES`. Its rows are
     /// matched on all columns with NULL-safe comparison, and a delete removes one row.
     pub keyless: bool,
-    /// Name of the MySQL table: the PostgreSQL table's name, unless the mapping file says
-    /// otherwise.
+    /// Name of the MySQL table: the PostgreSQL table's name, unless the mapping file names
+    /// another.
     pub target_table: String,
     /// MySQL database of the table, when the mapping file names one; otherwise the database of
     /// `MYSQL_DATABASE_URL`.
@@ -588,7 +588,7 @@ impl TxidSnapshot {
     }
 }
 
-/// Reads the current snapshot. Taken before the table definitions, it tells which changes
+/// Reads the current snapshot. Taken before the table definitions, it shows which changes
 /// were committed before the definitions were read.
 pub async fn read_txid_snapshot(
     client: &tokio_postgres::Client,

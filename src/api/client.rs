@@ -106,7 +106,7 @@ impl ApiClient {
         let body: serde_json::Value = response.json().await.context("read the token response")?;
         match body.get("token").and_then(|token| token.as_str()) {
             Some(token) if status.is_success() => Ok(token.to_string()),
-            _ => anyhow::bail!("the daemon refused a token: HTTP {status}: {body}"),
+            _ => anyhow::bail!("the daemon did not issue a token: HTTP {status}: {body}"),
         }
     }
 

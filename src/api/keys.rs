@@ -24,7 +24,7 @@
 //!
 //! # Verification
 //!
-//! [`KeyRing`] holds the digests for the running server and re-reads the file when it changes,
+//! [`KeyRing`] contains the digests for the running server and re-reads the file when it changes,
 //! so keys created or revoked from the CLI take effect without a restart.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};

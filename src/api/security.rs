@@ -224,7 +224,7 @@ impl From<AuthFailure> for ApiError {
 ///
 /// The request needs both an `x-api-key` header with an accepted key and an
 /// `Authorization: Bearer <jwt>` header with a valid token whose `sub` is that key's id. Both
-/// checks always run, so a quick answer does not reveal that the key alone was wrong.
+/// checks always run, so a quick response does not reveal that the key alone was wrong.
 ///
 /// A failure is logged once here at INFO with its cause and, when known, the key id (never a
 /// key or a token). The caller only counts it and responds with [`ApiError::Unauthorized`].
@@ -288,7 +288,7 @@ pub const DEFAULT_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 
 /// Counts failed authentications per client address in a fixed window and reports when the
-/// router must answer 429 instead of checking credentials.
+/// router must respond with 429 instead of checking credentials.
 ///
 /// IPv6 clients are counted per /64 network, because one host usually controls a whole /64.
 /// IPv4-mapped IPv6 addresses count as their IPv4 address. A successful authentication does

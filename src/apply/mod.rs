@@ -78,7 +78,7 @@ pub struct ApplySettings {
     pub max_statement_rows: usize,
     /// Time between runs in the auto-check mode, counted from the end of a run.
     pub auto_check_interval: Duration,
-    /// What to write for values MySQL cannot store.
+    /// Replacements for values MySQL cannot store.
     pub value_policy: crate::config::ValuePolicy,
 }
 

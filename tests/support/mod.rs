@@ -554,7 +554,7 @@ impl ApiAccess {
         (status, value)
     }
 
-    /// Waits until GET /health answers, so the API is up.
+    /// Waits until GET /health responds, so the API is up.
     pub async fn wait_until_up(&self, daemon: &Daemon) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
