@@ -14,8 +14,10 @@ use pg_to_mysql_sync::config::{
     ApiArgs, ApiConfig, Config, DEFAULT_DATA_DIR, FailedChangePolicy, Mode, Secret,
 };
 use pg_to_mysql_sync::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal};
+use pg_to_mysql_sync::snapshot::{LogProgress, ProgressEvent, ProgressSink, copy_table};
 use pg_to_mysql_sync::status::Board;
-use pg_to_mysql_sync::{capture, schema};
+use pg_to_mysql_sync::verify::{VerifyOptions, VerifyReport, verify_tables};
+use pg_to_mysql_sync::{capture, daemon, schema};
 use reqwest::{Method, StatusCode};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -235,4 +237,338 @@ pub async fn sync_offline(config: &Config) -> anyhow::Result<()> {
     }
 
     Ok(())
+}
+
+/// How the `snapshot` and `verify` commands reach the pipeline.
+enum Runner {
+    /// No daemon runs: capture and apply start in this process.
+    Offline,
+    /// A daemon has the DATA_DIR lock; its API runs the job.
+    Daemon(ApiClient),
+}
+
+/// Finds out whether a daemon owns `config.data_dir`.
+fn runner(config: &Config, api: &ApiArgs, url: Option<&str>) -> anyhow::Result<Runner> {
+    match Journal::open(&config.data_dir, DEFAULT_MAX_SEGMENT_BYTES) {
+        // The lock is released when the journal is dropped here, before the job opens it.
+        Ok(_) => Ok(Runner::Offline),
+        Err(pg_to_mysql_sync::journal::JournalError::Locked { .. }) => {
+            let api = ApiConfig::from_args(api)?;
+            if api.protocol == pg_to_mysql_sync::config::ApiProtocol::Off {
+                anyhow::bail!(
+                    "a daemon runs with DATA_DIR {}, and API=off, so this command cannot ask \
+                     it; enable the API and restart the daemon, or stop the daemon and run the \
+                     command again",
+                    config.data_dir.display()
+                );
+            }
+            Ok(Runner::Daemon(ApiClient::new(&api, &config.data_dir, url)?))
+        }
+        Err(error) => {
+            Err(error).with_context(|| format!("open the journal in {}", config.data_dir.display()))
+        }
+    }
+}
+
+/// Progress display of the `snapshot` command: bars on a terminal, log lines otherwise.
+struct TerminalProgress {
+    bars: indicatif::MultiProgress,
+    by_table: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl TerminalProgress {
+    fn new() -> Self {
+        TerminalProgress {
+            bars: indicatif::MultiProgress::new(),
+            by_table: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn bar(&self, table: &str, estimate: Option<u64>) -> indicatif::ProgressBar {
+        let mut bars = self
+            .by_table
+            .lock()
+            .expect("the progress lock is never poisoned");
+        bars.entry(table.to_string())
+            .or_insert_with(|| {
+                let bar = self
+                    .bars
+                    .add(indicatif::ProgressBar::new(estimate.unwrap_or(0)));
+                let style = indicatif::ProgressStyle::with_template(
+                    "{prefix:30} [{bar:30}] {human_pos:>11}/{human_len:11} rows {per_sec:>14} ETA {eta}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_prefix(table.to_string());
+                bar
+            })
+            .clone()
+    }
+}
+
+impl ProgressSink for TerminalProgress {
+    fn event(&self, event: &ProgressEvent) {
+        match event {
+            ProgressEvent::Started {
+                table,
+                estimate,
+                resumed_rows,
+            } => {
+                let bar = self.bar(table, *estimate);
+                bar.set_position(*resumed_rows);
+            }
+            ProgressEvent::Chunk { table, rows } => {
+                let bar = self.bar(table, None);
+                if bar.length().is_some_and(|length| *rows > length) {
+                    bar.set_length(*rows);
+                }
+                bar.set_position(*rows);
+            }
+            ProgressEvent::Finished { table, rows, .. } => {
+                let bar = self.bar(table, None);
+                bar.set_length(*rows);
+                bar.set_position(*rows);
+                bar.finish();
+            }
+        }
+    }
+}
+
+/// Copies the existing rows of `tables` (all synced tables when empty) into MySQL.
+pub async fn snapshot(
+    config: &Config,
+    api: &ApiArgs,
+    url: Option<&str>,
+    tables: Vec<String>,
+) -> anyhow::Result<()> {
+    match runner(config, api, url)? {
+        Runner::Offline => snapshot_offline(config, tables).await,
+        Runner::Daemon(client) => snapshot_through_daemon(&client, tables).await,
+    }
+}
+
+async fn snapshot_offline(config: &Config, tables: Vec<String>) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let sink: Arc<dyn ProgressSink> = if std::io::stderr().is_terminal() {
+        Arc::new(TerminalProgress::new())
+    } else {
+        Arc::new(LogProgress::default())
+    };
+    daemon::run_offline(config, |context, schemas, shutdown| async move {
+        let selected = select_tables(&schemas, &tables)?;
+        let mut summary = Vec::new();
+        for schema in &selected {
+            let started = std::time::Instant::now();
+            let report = copy_table(&context, schema, &sink, &shutdown)
+                .await
+                .with_context(|| format!("snapshot of {}", schema.name))?;
+            summary.push(serde_json::json!({
+                "table": schema.name.qualified(),
+                "rows": report.rows,
+                "skipped_rows": report.skipped,
+                "seconds": started.elapsed().as_secs_f64(),
+            }));
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "tables": summary }))?
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Picks the synced tables named `schema.table`; every table when `names` is empty.
+fn select_tables(
+    schemas: &[pg_to_mysql_sync::schema::TableSchema],
+    names: &[String],
+) -> anyhow::Result<Vec<pg_to_mysql_sync::schema::TableSchema>> {
+    if names.is_empty() {
+        return Ok(schemas.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| {
+            let wanted = pg_to_mysql_sync::config::TableName::parse(name)
+                .map_err(|reason| anyhow::anyhow!("{reason}"))?
+                .qualified();
+            schemas
+                .iter()
+                .find(|schema| schema.name.qualified() == wanted)
+                .cloned()
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "table {name} is not in SYNC_TABLES; name a synced table as schema.table"
+                    )
+                })
+        })
+        .collect()
+}
+
+async fn snapshot_through_daemon(client: &ApiClient, tables: Vec<String>) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let (status, body) = client
+        .call(
+            Method::POST,
+            "/snapshot",
+            Some(serde_json::json!({ "tables": tables })),
+        )
+        .await?;
+    if !status.is_success() {
+        return print_response(status, &body);
+    }
+    let started: Vec<String> = serde_json::from_value(body["tables"].clone()).unwrap_or_default();
+    eprintln!("the daemon copies {}", started.join(", "));
+    let terminal = std::io::stderr().is_terminal();
+    let display = TerminalProgress::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let (status, body) = client.call(Method::GET, "/snapshot", None).await?;
+        if !status.is_success() {
+            return print_response(status, &body);
+        }
+        let running = body["running"].as_bool().unwrap_or(false);
+        let rows = body["tables"].as_array().cloned().unwrap_or_default();
+        for row in rows.iter().filter(|row| {
+            row["table"]
+                .as_str()
+                .is_some_and(|table| started.iter().any(|name| name == table))
+        }) {
+            let table = row["table"].as_str().unwrap_or_default();
+            let copied = row["rows_copied"].as_u64().unwrap_or(0);
+            if terminal {
+                let estimate = row["rows_estimate"].as_u64();
+                display.event(&ProgressEvent::Started {
+                    table: table.to_string(),
+                    estimate,
+                    resumed_rows: copied,
+                });
+            } else if !running {
+                eprintln!(
+                    "{table}: {} rows, {}",
+                    copied,
+                    row["state"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        if !running {
+            let failed: Vec<&serde_json::Value> =
+                rows.iter().filter(|row| row["state"] == "failed").collect();
+            println!("{}", serde_json::to_string_pretty(&body["tables"])?);
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "{} failed; the daemon's log says why, and a new snapshot resumes",
+                    pg_to_mysql_sync::telemetry::count_of(
+                        failed.len() as u64,
+                        "snapshot",
+                        "snapshots"
+                    )
+                );
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Compares `tables` (all synced tables when empty) with MySQL; fails when they differ.
+pub async fn verify(
+    config: &Config,
+    api: &ApiArgs,
+    url: Option<&str>,
+    tables: Vec<String>,
+    options: VerifyOptions,
+    json: bool,
+) -> anyhow::Result<()> {
+    let report: VerifyReport = match runner(config, api, url)? {
+        Runner::Offline => {
+            let options = options.clone();
+            daemon::run_offline(config, |context, schemas, shutdown| async move {
+                let selected = select_tables(&schemas, &tables)?;
+                Ok(verify_tables(&context, &selected, &options, &shutdown).await?)
+            })
+            .await?
+        }
+        Runner::Daemon(client) => {
+            let (status, body) = client
+                .call(
+                    Method::POST,
+                    "/verify",
+                    Some(serde_json::json!({
+                        "tables": tables,
+                        "repair": options.repair,
+                        "max_keys": options.max_keys,
+                    })),
+                )
+                .await?;
+            if !status.is_success() {
+                return print_response(status, &body);
+            }
+            serde_json::from_value(body).context("read the verify report")?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_verify(&report));
+    }
+    let unrepaired: u64 = report
+        .tables
+        .iter()
+        .map(|table| table.differences().saturating_sub(table.repaired))
+        .sum();
+    let errors = report
+        .tables
+        .iter()
+        .filter(|table| table.error.is_some())
+        .count();
+    if errors > 0 {
+        anyhow::bail!(
+            "{} could not be compared; see the report",
+            pg_to_mysql_sync::telemetry::count_of(errors as u64, "table", "tables")
+        );
+    }
+    if report.differences() > 0 && !options.repair {
+        anyhow::bail!(
+            "{} differ between PostgreSQL and MySQL; `verify --repair` copies them again",
+            pg_to_mysql_sync::telemetry::count_of(report.differences(), "row", "rows")
+        );
+    }
+    if unrepaired > 0 {
+        anyhow::bail!(
+            "{} still differ after the repair; they changed during the run, so run verify again",
+            pg_to_mysql_sync::telemetry::count_of(unrepaired, "row", "rows")
+        );
+    }
+    Ok(())
+}
+
+/// Renders a verify report as a table, with the differing keys under it.
+fn render_verify(report: &VerifyReport) -> String {
+    let mut out = format!(
+        "{:<40} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        "table", "rows", "changed", "missing", "extra", "in flight", "repaired"
+    );
+    for table in &report.tables {
+        out.push_str(&format!(
+            "{:<40} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            table.table,
+            table.rows_compared,
+            table.changed,
+            table.missing,
+            table.extra,
+            table.in_flight,
+            table.repaired
+        ));
+        if let Some(error) = &table.error {
+            out.push_str(&format!("  error: {error}\n"));
+        }
+        for key in &table.keys {
+            out.push_str(&format!("  {:?} key {}\n", key.kind, key.key).to_lowercase());
+        }
+        if table.keys_truncated {
+            out.push_str("  (more differing keys; raise --max-keys to list them)\n");
+        }
+    }
+    out
 }

@@ -68,6 +68,15 @@ pub struct SettingsArgs {
     /// Directory of the journal (the local change buffer) and its lock file.
     #[arg(long, env = "DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+
+    /// Seconds between the daemon's comparisons of every synced table with MySQL (as the
+    /// `verify` command does); 0 turns them off. Needs MODE=automatic.
+    #[arg(long, env = "VERIFY_INTERVAL", default_value = "0")]
+    pub verify_interval: String,
+
+    /// Rows per chunk of a snapshot or a verify run.
+    #[arg(long, env = "SNAPSHOT_CHUNK_ROWS", default_value = "20000")]
+    pub snapshot_chunk_rows: String,
 }
 
 /// Flags and environment keys of the HTTPS API, for the daemon and for the commands that call
@@ -535,6 +544,10 @@ pub struct Config {
     pub keyless_tables: Vec<TableName>,
     /// The mapping file, when one is configured.
     pub mapping: Option<crate::mapping::Mapping>,
+    /// Interval of the daemon's verify runs; `None` when they are off.
+    pub verify_interval: Option<std::time::Duration>,
+    /// Rows per chunk of a snapshot or a verify run.
+    pub snapshot_chunk_rows: usize,
 }
 
 /// Reason the configuration is unusable. Each message names the key and the fix.
@@ -629,6 +642,32 @@ impl Config {
                 }
             },
         };
+        let verify_interval = match args.verify_interval.trim() {
+            "0" => None,
+            text => Some(parse_seconds(text, "VERIFY_INTERVAL", 10..=604_800)?),
+        };
+        if verify_interval.is_some() && mode != Mode::Automatic {
+            return Err(ConfigError::Invalid {
+                key: "VERIFY_INTERVAL",
+                reason: "periodic verify runs need MODE=automatic, because in the other modes \
+                         changes wait on purpose and would count as drift; set \
+                         VERIFY_INTERVAL=0 and run `pg-to-mysql-sync verify` after a sync"
+                    .to_string(),
+            });
+        }
+        let snapshot_chunk_rows = parse_seconds(
+            &args.snapshot_chunk_rows,
+            "SNAPSHOT_CHUNK_ROWS",
+            100..=1_000_000,
+        )
+        .map_err(|_| ConfigError::Invalid {
+            key: "SNAPSHOT_CHUNK_ROWS",
+            reason: format!(
+                "`{}` is not a whole number from 100 to 1000000",
+                args.snapshot_chunk_rows.trim()
+            ),
+        })?
+        .as_secs() as usize;
         if args.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "DATA_DIR",
@@ -648,6 +687,8 @@ impl Config {
             tables,
             keyless_tables,
             mapping,
+            verify_interval,
+            snapshot_chunk_rows,
         })
     }
 }
@@ -812,6 +853,8 @@ mod tests {
             float_special_values: "reject".into(),
             date_out_of_range: "reject".into(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            verify_interval: "0".into(),
+            snapshot_chunk_rows: "20000".into(),
         }
     }
 

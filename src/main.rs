@@ -57,6 +57,10 @@ enum Command {
         /// Create missing MySQL tables from the PostgreSQL definitions.
         #[arg(long)]
         create_tables: bool,
+        /// Do not copy the existing rows of newly captured tables. By default the daemon
+        /// copies them (see the `snapshot` command) when it starts.
+        #[arg(long)]
+        no_snapshot: bool,
     },
     /// Compare each synced table with its MySQL target and report what would make apply fail
     /// or lose data. Exits with status 1 when there are errors.
@@ -92,6 +96,43 @@ enum Command {
         /// Apply the journal directly, without a daemon. Fails while a daemon has the DATA_DIR lock.
         #[arg(long)]
         offline: bool,
+    },
+    /// Copy the existing rows of synced tables into MySQL, consistently with the changes
+    /// captured meanwhile. Each target table is emptied first; an interrupted copy resumes.
+    /// Runs in this process while no daemon runs, and through the daemon's API otherwise.
+    Snapshot {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Base URL of the API, when the certificate names a host: e.g. https://sync.example:3000.
+        #[arg(long)]
+        url: Option<String>,
+        /// Tables as schema.table; every synced table when none is given.
+        tables: Vec<String>,
+    },
+    /// Compare synced tables with MySQL, row by row, and list the keys that differ. Exits
+    /// with status 1 when rows differ. Runs in this process while no daemon runs, and
+    /// through the daemon's API otherwise.
+    Verify {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Base URL of the API, when the certificate names a host: e.g. https://sync.example:3000.
+        #[arg(long)]
+        url: Option<String>,
+        /// Copy the differing rows again from PostgreSQL, and delete rows PostgreSQL lacks.
+        #[arg(long)]
+        repair: bool,
+        /// Most differing keys listed per table.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+        max_keys: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Tables as schema.table; every synced table when none is given.
+        tables: Vec<String>,
     },
     /// List, retry or discard changes parked in the failed-change log, through the API.
     Failed {
@@ -181,7 +222,8 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Setup {
             settings,
             create_tables,
-        } => setup(&Config::from_args(&settings)?, create_tables).await,
+            no_snapshot,
+        } => setup(&Config::from_args(&settings)?, create_tables, !no_snapshot).await,
         Command::Check { settings, json } => check(&Config::from_args(&settings)?, json).await,
         Command::Teardown { settings, force } => {
             teardown(&Config::from_args(&settings)?, force).await
@@ -199,6 +241,35 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
                 let api = ApiConfig::from_args(&api)?;
                 commands::sync(&api, &settings.data_dir, url.as_deref()).await
             }
+        }
+        Command::Snapshot {
+            settings,
+            api,
+            url,
+            tables,
+        } => commands::snapshot(&Config::from_args(&settings)?, &api, url.as_deref(), tables).await,
+        Command::Verify {
+            settings,
+            api,
+            url,
+            repair,
+            max_keys,
+            json,
+            tables,
+        } => {
+            let options = pg_to_mysql_sync::verify::VerifyOptions {
+                repair,
+                max_keys: max_keys as usize,
+            };
+            commands::verify(
+                &Config::from_args(&settings)?,
+                &api,
+                url.as_deref(),
+                tables,
+                options,
+                json,
+            )
+            .await
         }
         Command::Failed { client, action } => commands::failed(&client, action).await,
         Command::Mode { client, mode } => commands::set_mode(&client, &mode).await,
@@ -232,7 +303,7 @@ async fn connect_pg(config: &Config) -> anyhow::Result<tokio_postgres::Client> {
     Ok(capture::connect_pg(&config.pg_url).await?.client)
 }
 
-async fn setup(config: &Config, create_tables: bool) -> anyhow::Result<()> {
+async fn setup(config: &Config, create_tables: bool, snapshot: bool) -> anyhow::Result<()> {
     let mut pg = connect_pg(config).await?;
     let schemas = schema::load_synced_schemas(&pg, config).await?;
 
@@ -287,6 +358,10 @@ async fn setup(config: &Config, create_tables: bool) -> anyhow::Result<()> {
         .await
         .map_err(mysql_failure)
         .context("create the failed-change table in MySQL")?;
+    apply::ensure_snapshot_table(&mut mysql)
+        .await
+        .map_err(mysql_failure)
+        .context("create the snapshot table in MySQL")?;
 
     let report = capture::install(&mut pg, &schemas).await?;
     for table in &report.tables {
@@ -294,6 +369,19 @@ async fn setup(config: &Config, create_tables: bool) -> anyhow::Result<()> {
     }
     for relation in &report.removed {
         println!("removed capture triggers from {relation} (not in SYNC_TABLES)");
+    }
+    if snapshot && !report.new_tables.is_empty() {
+        // Requested after the triggers exist, so the copy cannot miss a change.
+        let names: Vec<String> = report.new_tables.iter().map(|t| t.qualified()).collect();
+        apply::request_snapshots(&mut mysql, &names)
+            .await
+            .map_err(mysql_failure)
+            .context("record the pending snapshots in MySQL")?;
+        println!(
+            "newly captured: {}. The daemon copies their existing rows when it starts (in the \
+             automatic and auto-check modes), or run `pg-to-mysql-sync snapshot` now",
+            names.join(", ")
+        );
     }
     println!(
         "setup complete: {} tables; checkpoint table `{}` ready in MySQL",
@@ -388,6 +476,12 @@ async fn teardown(config: &Config, force: bool) -> anyhow::Result<()> {
         .context(drop_hint)
         .context("drop the failed-change table")?;
     println!("removed table `{}` from MySQL", apply::FAILED_TABLE);
+    apply::drop_snapshot_table(&mut mysql)
+        .await
+        .map_err(mysql_failure)
+        .context(drop_hint)
+        .context("drop the snapshot table")?;
+    println!("removed table `{}` from MySQL", apply::SNAPSHOT_TABLE);
     capture::uninstall(&mut pg, force).await?;
     println!("removed schema {} from PostgreSQL", capture::CAPTURE_SCHEMA);
     if let Some(journal) = journal {

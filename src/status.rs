@@ -54,6 +54,21 @@ pub struct Metrics {
     backlog_bytes: Gauge,
     lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     failed_changes: Gauge,
+    /// Rows copied by the current or last snapshot of each table.
+    pub snapshot_rows: Family<TableLabels, Gauge>,
+    /// Rows that differed between PostgreSQL and MySQL in the last verify run of each table.
+    pub verify_differences: Family<TableLabels, Gauge>,
+    /// Rows compared in the last verify run of each table.
+    pub verify_rows: Family<TableLabels, Gauge>,
+    /// Time of the last finished verify run, in seconds since the Unix epoch.
+    pub verify_last_run: Gauge,
+}
+
+/// Labels of the per-table gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    /// Source table as `schema.table`.
+    pub table: String,
 }
 
 impl Metrics {
@@ -71,6 +86,10 @@ impl Metrics {
             backlog_bytes: Gauge::default(),
             lag_seconds: Gauge::default(),
             failed_changes: Gauge::default(),
+            snapshot_rows: Family::default(),
+            verify_differences: Family::default(),
+            verify_rows: Family::default(),
+            verify_last_run: Gauge::default(),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -122,6 +141,26 @@ impl Metrics {
             "failed_changes",
             "Entries in the failed-change log, as of the last apply run",
             metrics.failed_changes.clone(),
+        );
+        registry.register(
+            "snapshot_rows_copied",
+            "Rows copied by the current or last snapshot of a table",
+            metrics.snapshot_rows.clone(),
+        );
+        registry.register(
+            "verify_differences",
+            "Rows that differed between PostgreSQL and MySQL in the last verify run of a table",
+            metrics.verify_differences.clone(),
+        );
+        registry.register(
+            "verify_rows_compared",
+            "Rows compared in the last verify run of a table",
+            metrics.verify_rows.clone(),
+        );
+        registry.register(
+            "verify_last_run_timestamp_seconds",
+            "Time of the last finished verify run, in seconds since the Unix epoch",
+            metrics.verify_last_run.clone(),
         );
 
         metrics
@@ -197,6 +236,8 @@ struct State {
     last_applied_at: Option<SystemTime>,
     last_run: Option<RunReport>,
     failed_changes: Option<u64>,
+    snapshots: std::collections::BTreeMap<String, SnapshotStatus>,
+    drift: Option<DriftStatus>,
 }
 
 impl State {
@@ -241,6 +282,8 @@ impl Board {
                 last_applied_at: None,
                 last_run: None,
                 failed_changes: None,
+                snapshots: std::collections::BTreeMap::new(),
+                drift: None,
             }),
             metrics: Metrics::new(),
         }
@@ -340,6 +383,46 @@ impl Board {
         self.state().failed_changes = Some(count);
     }
 
+    /// Records the progress of a table's snapshot.
+    pub fn snapshot_progress(&self, progress: SnapshotStatus) {
+        self.metrics
+            .snapshot_rows
+            .get_or_create(&TableLabels {
+                table: progress.table.clone(),
+            })
+            .set(progress.rows_copied as i64);
+        self.state()
+            .snapshots
+            .insert(progress.table.clone(), progress);
+    }
+
+    /// Returns the snapshots this process ran or runs.
+    pub fn snapshots(&self) -> Vec<SnapshotStatus> {
+        self.state().snapshots.values().cloned().collect()
+    }
+
+    /// Records the result of a verify run.
+    pub fn verify_finished(&self, drift: DriftStatus) {
+        for table in &drift.tables {
+            let labels = TableLabels {
+                table: table.table.clone(),
+            };
+            self.metrics
+                .verify_differences
+                .get_or_create(&labels)
+                .set(table.differences as i64);
+            self.metrics
+                .verify_rows
+                .get_or_create(&labels)
+                .set(table.rows_compared as i64);
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.metrics.verify_last_run.set(now.as_secs() as i64);
+        self.state().drift = Some(drift);
+    }
+
     /// Takes a consistent snapshot for `/status`; `backlog_bytes` is measured by the caller.
     pub fn snapshot(&self, backlog_bytes: u64) -> StatusSnapshot {
         let state = self.state();
@@ -370,6 +453,8 @@ impl Board {
             },
             lag_seconds: oldest_pending_age.map_or(0.0, |age| age.as_secs_f64()),
             failed_changes: state.failed_changes,
+            snapshots: state.snapshots.values().cloned().collect(),
+            drift: state.drift.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
         };
         drop(state);
@@ -416,8 +501,49 @@ pub struct StatusSnapshot {
     pub lag_seconds: f64,
     /// Entries in the failed-change log as of the last apply run; unknown before the first.
     pub failed_changes: Option<u64>,
+    /// Snapshots this daemon ran or runs.
+    pub snapshots: Vec<SnapshotStatus>,
+    /// Result of the last verify run, if one finished since the daemon started.
+    pub drift: Option<DriftStatus>,
     /// Seconds since the daemon started.
     pub uptime_seconds: u64,
+}
+
+/// Progress of one table's snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotStatus {
+    /// Source table as `schema.table`.
+    pub table: String,
+    /// `copying`, `done` or `failed`.
+    pub state: &'static str,
+    /// Rows copied so far.
+    pub rows_copied: u64,
+    /// PostgreSQL's estimate of the table's rows, when it has one.
+    pub rows_estimate: Option<u64>,
+    /// Why the snapshot stopped, without row values.
+    pub error: Option<String>,
+}
+
+/// Result of a verify run, per table.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftStatus {
+    /// When the run finished, RFC 3339 UTC.
+    pub finished_at: String,
+    /// One entry per table.
+    pub tables: Vec<TableDrift>,
+}
+
+/// Result of a verify run for one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableDrift {
+    /// Source table as `schema.table`.
+    pub table: String,
+    /// Rows compared.
+    pub rows_compared: u64,
+    /// Rows that differ: changed, missing and extra together.
+    pub differences: u64,
+    /// Why the table could not be compared, if it could not.
+    pub error: Option<String>,
 }
 
 /// Capture part of the status.

@@ -31,7 +31,9 @@ use super::security::{API_KEY_HEADER, ApiError, AuthFailureLimiter, security_hea
 use super::token::JwtKeys;
 use crate::apply::{ApplyHandle, RunError};
 use crate::config::{ApiConfig, ApiProtocol, Mode, Secret};
+use crate::jobs::{JobError, Jobs, VerifyJobError};
 use crate::status::Board;
+use crate::verify::VerifyOptions;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
@@ -65,6 +67,8 @@ pub struct ApiState {
     pg_url: Secret,
     mysql_url: Secret,
     version: &'static str,
+    jobs: Arc<Jobs>,
+    shutdown: CancellationToken,
 }
 
 impl ApiState {
@@ -80,6 +84,8 @@ impl ApiState {
         pg_url: Secret,
         mysql_url: Secret,
         version: &'static str,
+        jobs: Arc<Jobs>,
+        shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         if keys.is_empty() {
             anyhow::bail!(
@@ -103,6 +109,8 @@ impl ApiState {
             pg_url,
             mysql_url,
             version,
+            jobs,
+            shutdown,
         })
     }
 }
@@ -173,6 +181,12 @@ pub fn routes() -> Vec<Route> {
             "/sync/failed/{id}",
             axum::routing::delete(delete_failed),
         ),
+        route(Method::POST, "/snapshot", post(start_snapshot)),
+        route(Method::GET, "/snapshot", get(snapshot_status)),
+        Route {
+            sync: true,
+            ..route(Method::POST, "/verify", post(verify))
+        },
     ]
 }
 
@@ -596,6 +610,126 @@ fn check_change_id(id: u64) -> Result<(), ApiError> {
         )
         .into(),
     })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotRequest {
+    /// Tables as `schema.table`; absent or empty for every synced table.
+    #[serde(default)]
+    tables: Vec<String>,
+}
+
+/// Reads an optional JSON body; an empty body gives the default request.
+fn optional_body<T: Default + serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    example: &str,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest {
+                message: "the request body cannot be read".into(),
+            }
+        }
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body).map_err(|error| ApiError::BadRequest {
+        message: format!("invalid JSON body: {error}; send {example}, or no body").into(),
+    })
+}
+
+fn job_error(error: JobError) -> ApiError {
+    match error {
+        JobError::Starting => ApiError::ServiceUnavailable {
+            message: error.to_string().into(),
+        },
+        JobError::Busy(_) => ApiError::Conflict {
+            message: error.to_string().into(),
+        },
+        JobError::UnknownTable(_) => ApiError::BadRequest {
+            message: error.to_string().into(),
+        },
+    }
+}
+
+async fn start_snapshot(
+    State(state): State<Shared>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let request: SnapshotRequest = optional_body(body, r#"{"tables": ["public.orders"]}"#)?;
+    let tables = state
+        .jobs
+        .start_snapshot(&request.tables, state.shutdown.clone())
+        .map_err(job_error)?;
+    info!(tables = tables.len(), "snapshot started through the API");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "tables": tables })),
+    ))
+}
+
+async fn snapshot_status(State(state): State<Shared>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "running": state.jobs.snapshot_running(),
+        "tables": state.board.snapshots(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyRequest {
+    #[serde(default)]
+    tables: Vec<String>,
+    #[serde(default)]
+    repair: bool,
+    #[serde(default = "default_max_keys")]
+    max_keys: usize,
+}
+
+impl Default for VerifyRequest {
+    fn default() -> Self {
+        VerifyRequest {
+            tables: Vec::new(),
+            repair: false,
+            max_keys: default_max_keys(),
+        }
+    }
+}
+
+fn default_max_keys() -> usize {
+    100
+}
+
+async fn verify(
+    State(state): State<Shared>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request: VerifyRequest =
+        optional_body(body, r#"{"tables": ["public.orders"], "repair": false}"#)?;
+    if request.max_keys > 10_000 {
+        return Err(ApiError::BadRequest {
+            message: "max_keys must be at most 10000".into(),
+        });
+    }
+    let options = VerifyOptions {
+        repair: request.repair,
+        max_keys: request.max_keys,
+    };
+    let report = state
+        .jobs
+        .verify(&request.tables, options, &state.shutdown)
+        .await
+        .map_err(|error| match error {
+            VerifyJobError::Job(error) => job_error(error),
+            VerifyJobError::Verify(error) => ApiError::ServiceUnavailable {
+                message: error.to_string().into(),
+            },
+        })?;
+    Ok(Json(serde_json::json!(report)))
 }
 
 async fn not_found() -> ApiError {

@@ -22,6 +22,7 @@
 //! kept and the pipeline resumes by itself once the operator fixes the cause. Capture goes on
 //! meanwhile, so nothing is lost.
 
+mod copy;
 mod failed;
 mod statement;
 mod target;
@@ -40,19 +41,48 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+pub use copy::{
+    ChunkOutcome, CopyChunk, CopyProgress, CopyStart, CopyState, SNAPSHOT_TABLE,
+    drop_snapshot_table, ensure_snapshot_table, read_snapshot_states, request_snapshots,
+};
 pub use failed::{
     FAILED_TABLE, FailedChange, count_failed_if_present, drop_failed_table, ensure_failed_table,
 };
 use failed::{NewFailure, ParkedKeys, StillParked, StoredFailure};
 
 pub use statement::{
-    PlanError, Statement, StatementLimits, TablePlan, build_statements, quote_mysql_ident,
+    PlanError, Statement, StatementLimits, TablePlan, build_statements, canonical_key_value,
+    quote_mysql_ident,
 };
 pub use target::{
     CHECKPOINT_TABLE, check_target_tables, connect, drop_checkpoint_table, ensure_checkpoint_table,
     read_checkpoint, read_checkpoint_if_present,
 };
 pub use value::write_literal;
+
+/// Builds the plans of `schemas` as apply uses them: with the value policy and what the
+/// target tables' definitions decide (column scales and types, unique indexes, server kind).
+pub async fn prepare_plans(
+    conn: &mut Conn,
+    schemas: &[TableSchema],
+    value_policy: crate::config::ValuePolicy,
+) -> Result<HashMap<String, TablePlan>, mysql_async::Error> {
+    let mut plans: HashMap<String, TablePlan> = schemas
+        .iter()
+        .map(|schema| {
+            let mut plan = TablePlan::new(schema.clone());
+            plan.set_value_policy(value_policy);
+            (schema.name.qualified(), plan)
+        })
+        .collect();
+    target::read_target_scales(conn, plans.values_mut()).await?;
+    target::read_secondary_unique(conn, plans.values_mut()).await?;
+    let is_mysql = crate::create::Flavor::detect(conn).await? == crate::create::Flavor::MySql;
+    for plan in plans.values_mut() {
+        plan.set_mysql_server(is_mysql);
+    }
+    Ok(plans)
+}
 
 /// Appends `text` as a MySQL string literal, for sessions with `NO_BACKSLASH_ESCAPES`.
 pub fn write_string_literal(out: &mut String, text: &str) {
@@ -352,6 +382,57 @@ pub enum ApplyRequest {
         /// Channel for the result: whether the entry existed.
         reply: oneshot::Sender<Result<bool, RunError>>,
     },
+    /// Start or resume the snapshot of a table, and watch its changes.
+    CopyBegin {
+        /// Source table as `schema.table`.
+        table: String,
+        /// Channel for the result.
+        reply: oneshot::Sender<Result<CopyStart, RunError>>,
+    },
+    /// Write a chunk of a snapshot.
+    CopyChunk {
+        /// The chunk.
+        chunk: CopyChunk,
+        /// Channel for the result.
+        reply: oneshot::Sender<Result<ChunkOutcome, RunError>>,
+    },
+    /// Stop watching a table for a snapshot or a verify run.
+    EndWatch {
+        /// Source table as `schema.table`.
+        table: String,
+    },
+    /// Start watching a table for a verify run.
+    StartWatch {
+        /// Source table as `schema.table`.
+        table: String,
+        /// Channel for the applied sequence number when the watch began.
+        reply: oneshot::Sender<u64>,
+    },
+    /// Read the state of every snapshot.
+    CopyStates(oneshot::Sender<Result<Vec<CopyProgress>, RunError>>),
+    /// List the keys of a watched table changed after a sequence number.
+    WatchedKeys {
+        /// Source table as `schema.table`.
+        table: String,
+        /// Changes after this sequence number count.
+        after: u64,
+        /// Channel for the keys, and whether a TRUNCATE came after `after`.
+        reply: oneshot::Sender<(Vec<String>, bool)>,
+    },
+}
+
+impl ApplyRequest {
+    /// Tells whether the request is one step of a snapshot or a verify run, after which
+    /// the connection stays open in every mode: more steps follow.
+    fn is_part_of_a_job(&self) -> bool {
+        matches!(
+            self,
+            ApplyRequest::CopyBegin { .. }
+                | ApplyRequest::CopyChunk { .. }
+                | ApplyRequest::StartWatch { .. }
+                | ApplyRequest::WatchedKeys { .. }
+        )
+    }
 }
 
 /// Reason a requested operation could not be done. Messages contain neither server text nor
@@ -437,6 +518,61 @@ impl ApplyHandle {
         self.call(|reply| ApplyRequest::DeleteFailed { id, reply })
             .await
     }
+
+    /// Starts or resumes the snapshot of `table`.
+    pub async fn copy_begin(&self, table: &str) -> Result<CopyStart, RunError> {
+        let table = table.to_string();
+        self.call(|reply| ApplyRequest::CopyBegin { table, reply })
+            .await
+    }
+
+    /// Writes a chunk of a snapshot.
+    pub async fn copy_chunk(&self, chunk: CopyChunk) -> Result<ChunkOutcome, RunError> {
+        self.call(|reply| ApplyRequest::CopyChunk { chunk, reply })
+            .await
+    }
+
+    /// Reads the state of every snapshot.
+    pub async fn copy_states(&self) -> Result<Vec<CopyProgress>, RunError> {
+        self.call(ApplyRequest::CopyStates).await
+    }
+
+    /// Starts watching `table`; returns the applied sequence number at that moment.
+    pub async fn start_watch(&self, table: &str) -> Result<u64, RunError> {
+        let (reply, response) = oneshot::channel();
+        let table = table.to_string();
+        self.requests
+            .send(ApplyRequest::StartWatch { table, reply })
+            .await
+            .map_err(|_| RunError::Stopping)?;
+        response.await.map_err(|_| RunError::Stopping)
+    }
+
+    /// Returns the keys of a watched table changed after `after`, and whether a TRUNCATE
+    /// came after it.
+    pub async fn watched_keys(
+        &self,
+        table: &str,
+        after: u64,
+    ) -> Result<(Vec<String>, bool), RunError> {
+        let (reply, response) = oneshot::channel();
+        let table = table.to_string();
+        self.requests
+            .send(ApplyRequest::WatchedKeys {
+                table,
+                after,
+                reply,
+            })
+            .await
+            .map_err(|_| RunError::Stopping)?;
+        response.await.map_err(|_| RunError::Stopping)
+    }
+
+    /// Stops watching `table`, for a snapshot or a verify run that ended.
+    pub async fn end_watch(&self, table: &str) {
+        let table = table.to_string();
+        let _ = self.requests.send(ApplyRequest::EndWatch { table }).await;
+    }
 }
 
 /// Event that woke the apply loop.
@@ -477,6 +613,8 @@ pub struct Applier {
     preflight_pg_url: Option<Secret>,
     /// Whether the check's warnings were logged already; they are logged once.
     warnings_logged: bool,
+    /// Tables being copied or verified, with the changes applied to them meanwhile.
+    watches: HashMap<String, copy::Watch>,
 }
 
 impl Applier {
@@ -515,6 +653,7 @@ impl Applier {
             halted: Backoff::new(Duration::from_secs(5), Duration::from_secs(60)),
             preflight_pg_url: None,
             warnings_logged: false,
+            watches: HashMap::new(),
         }
     }
 
@@ -662,6 +801,9 @@ impl Applier {
                     next_check = Instant::now() + self.settings.auto_check_interval;
                 }
                 Wake::Request(request) => {
+                    // A snapshot sends its chunks one after another; reconnecting for each
+                    // would run the preflight check every time.
+                    let keeps_session = request.is_part_of_a_job();
                     let fatal = self.serve(request, &shutdown).await;
                     if let Some(error) = fatal {
                         error!(error = %error, "apply stopped");
@@ -671,7 +813,7 @@ impl Applier {
                         if self.session.is_none() {
                             retry_at.get_or_insert_with(Instant::now);
                         }
-                    } else {
+                    } else if !keeps_session {
                         self.disconnect().await;
                     }
                 }
@@ -717,6 +859,35 @@ impl Applier {
             ApplyRequest::DeleteFailed { id, reply } => {
                 let result = self.delete_failed(id).await;
                 self.reply(reply, result)
+            }
+            ApplyRequest::CopyBegin { table, reply } => {
+                let result = self.copy_begin(&table).await;
+                self.reply(reply, result)
+            }
+            ApplyRequest::CopyChunk { chunk, reply } => {
+                let result = self.copy_chunk(chunk).await;
+                self.reply(reply, result)
+            }
+            ApplyRequest::CopyStates(reply) => {
+                let result = self.copy_states().await;
+                self.reply(reply, result)
+            }
+            ApplyRequest::StartWatch { table, reply } => {
+                self.start_watch(&table);
+                let _ = reply.send(*self.applied_seq.borrow());
+                None
+            }
+            ApplyRequest::EndWatch { table } => {
+                self.end_watch(&table);
+                None
+            }
+            ApplyRequest::WatchedKeys {
+                table,
+                after,
+                reply,
+            } => {
+                let _ = reply.send(self.watched_keys(&table, after));
+                None
             }
         }
     }
@@ -943,6 +1114,7 @@ impl Applier {
             self.halted.reset();
             // `apply_batch` has added the parked records to `session.parked`.
             self.count_applied(&batch, &parked);
+            self.record_watched(&batch);
             report.applied += (batch.len() - parked.len()) as u64;
             report.parked += parked.len() as u64;
             session.applied = last_seq;

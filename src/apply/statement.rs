@@ -522,6 +522,45 @@ impl TablePlan {
         Ok(())
     }
 
+    /// Returns the MySQL literal of every written column of an insert or update record, with
+    /// the column's position, exactly as apply writes them. Verify compares these with what
+    /// MySQL holds.
+    pub fn literals(&self, record: &JournalRecord) -> Result<Vec<(usize, String)>, PlanError> {
+        let raw = record
+            .new
+            .as_deref()
+            .ok_or_else(|| self.shape_error(record, "the row image is missing".into()))?;
+        self.row_literals(record, raw)
+    }
+
+    /// Returns the condition that selects a row by its key, as apply's deletes write it: the
+    /// key's literal for a one-column key, to go in an `IN` list, and
+    /// `(`a`=1 AND `b`=2)` for a longer one. `raw` is an image with the key columns.
+    pub fn key_condition(
+        &self,
+        record: &JournalRecord,
+        raw: &RawValue,
+    ) -> Result<String, PlanError> {
+        let mut out = String::new();
+        self.write_key_condition(record, raw, &mut out)?;
+        Ok(out)
+    }
+
+    /// Tells whether column `index` goes to a BINARY or VARBINARY column as bytes.
+    pub fn binary_target(&self, index: usize) -> bool {
+        self.binary_targets[index]
+    }
+
+    /// Tells whether column `index`, a `numeric` or `money`, goes to a text column.
+    pub fn text_target(&self, index: usize) -> bool {
+        self.text_targets[index]
+    }
+
+    /// Tells whether geometries need MySQL 8's `axis-order=long-lat` option.
+    pub fn long_lat_axis(&self) -> bool {
+        self.long_lat_axis
+    }
+
     /// Returns the primary key of the row a record changes, as a JSON array of the key values
     /// in key-column order, or `None` for a TRUNCATE. Equal keys give equal text, because
     /// journal images are compact JSON written by PostgreSQL.
@@ -570,7 +609,7 @@ impl TablePlan {
 /// Returns a key value's text such that equal keys give equal text. PostgreSQL's `numeric`
 /// keeps the scale it was written with, so `1.0` and `1.00` are one key with two texts; their
 /// trailing fraction zeros are dropped.
-fn canonical_key_value(pg_type: PgType, text: &str) -> Cow<'_, str> {
+pub fn canonical_key_value(pg_type: PgType, text: &str) -> Cow<'_, str> {
     let numeric = matches!(pg_type, PgType::Numeric | PgType::Money);
     if !numeric || !text.contains('.') {
         return Cow::Borrowed(text);

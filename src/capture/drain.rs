@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -121,6 +121,26 @@ fn pg_error(action: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Captu
     move |source| CaptureError::Postgres { action, source }
 }
 
+/// Asks a running [`Drainer`] to drain the change log now.
+///
+/// A snapshot or a verify run uses it after reading rows from PostgreSQL: once a flush
+/// returns, every change committed before the flush began is in the journal, at or below the
+/// returned sequence number.
+#[derive(Debug, Clone)]
+pub struct CaptureHandle {
+    requests: mpsc::Sender<oneshot::Sender<u64>>,
+}
+
+impl CaptureHandle {
+    /// Drains everything committed so far and returns the last durable sequence number.
+    /// Waits while PostgreSQL is unreachable; returns `None` when capture has stopped.
+    pub async fn flush(&self) -> Option<u64> {
+        let (reply, response) = oneshot::channel();
+        self.requests.send(reply).await.ok()?;
+        response.await.ok()
+    }
+}
+
 /// The capture stage: owns the journal writer and drains the change log until shutdown.
 pub struct Drainer {
     pg_url: Secret,
@@ -129,6 +149,11 @@ pub struct Drainer {
     pending_keys: Vec<ChangeLogKey>,
     durable_seq: watch::Sender<u64>,
     board: Arc<Board>,
+    flushes: mpsc::Receiver<oneshot::Sender<u64>>,
+    /// Source of the handles; it also keeps `flushes` open while the drainer runs.
+    flush_sender: mpsc::Sender<oneshot::Sender<u64>>,
+    /// Flush requests waiting for the next complete drain; kept across reconnections.
+    waiting_flushes: Vec<oneshot::Sender<u64>>,
 }
 
 impl Drainer {
@@ -143,6 +168,7 @@ impl Drainer {
         durable_seq: watch::Sender<u64>,
         board: Arc<Board>,
     ) -> Self {
+        let (flush_sender, flushes) = mpsc::channel(16);
         Drainer {
             pg_url,
             settings,
@@ -150,6 +176,16 @@ impl Drainer {
             pending_keys,
             durable_seq,
             board,
+            flushes,
+            flush_sender,
+            waiting_flushes: Vec::new(),
+        }
+    }
+
+    /// Returns a handle that asks this drainer to drain now.
+    pub fn handle(&self) -> CaptureHandle {
+        CaptureHandle {
+            requests: self.flush_sender.clone(),
         }
     }
 
@@ -218,6 +254,11 @@ impl Drainer {
                     return Ok(());
                 }
             }
+            // Each flush request arrived before the drain above began, so the drain saw every
+            // change committed before the request.
+            for reply in self.waiting_flushes.drain(..) {
+                let _ = reply.send(*self.durable_seq.borrow());
+            }
             // Only a completed drain counts as recovery; a session that connects and then
             // fails at once (a full disk, say) keeps backing off.
             backoff.reset();
@@ -225,7 +266,11 @@ impl Drainer {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = closed.cancelled() => return Err(CaptureError::ConnectionClosed),
                 _ = wake.notified() => {}
+                Some(reply) = self.flushes.recv() => self.waiting_flushes.push(reply),
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+            while let Ok(reply) = self.flushes.try_recv() {
+                self.waiting_flushes.push(reply);
             }
         }
     }

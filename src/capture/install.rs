@@ -77,6 +77,8 @@ pub struct InstallReport {
     pub tables: Vec<TableName>,
     /// Tables that lost their triggers because they are no longer configured.
     pub removed: Vec<String>,
+    /// Tables that had no capture triggers before: their existing rows need a snapshot.
+    pub new_tables: Vec<TableName>,
 }
 
 /// Creates or updates the capture objects for `tables`, in one transaction. Idempotent.
@@ -101,18 +103,20 @@ pub async fn install(
         .map_err(sql_error("create the change log"))?;
 
     // The trigger functions call PostGIS by its schema, quoted as an identifier.
-    let postgis_schema: Option<String> = tx
-        .query_opt(
-            "SELECT quote_ident(n.nspname) FROM pg_extension e \
-             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis'",
-            &[],
-        )
+    let postgis_schema = postgis_schema(&tx)
         .await
-        .map_err(sql_error("look up the PostGIS schema"))?
-        .map(|row| row.get(0));
+        .map_err(sql_error("look up the PostGIS schema"))?;
 
+    let captured_before: Vec<String> = installed_triggers(&tx)
+        .await?
+        .into_iter()
+        .map(|(relation, _)| relation)
+        .collect();
     let mut report = InstallReport::default();
     for table in tables {
+        if !captured_before.contains(&table.name.quoted()) {
+            report.new_tables.push(table.name.clone());
+        }
         let substituted_count = table
             .columns
             .iter()
@@ -169,6 +173,20 @@ pub async fn install(
         .map_err(sql_error("commit the setup transaction"))?;
 
     Ok(report)
+}
+
+/// Returns the schema of the PostGIS extension, quoted as an identifier, if it is installed.
+pub(crate) async fn postgis_schema(
+    client: &impl GenericClient,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT quote_ident(n.nspname) FROM pg_extension e \
+             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'postgis'",
+            &[],
+        )
+        .await?
+        .map(|row| row.get(0)))
 }
 
 /// Counts the changes waiting in the change log; 0 when capture is not installed.
@@ -347,7 +365,11 @@ const MAX_SUBSTITUTED_COLUMNS: usize = 50;
 /// - an array whose lower bounds are all 1 is sent as `to_json` writes it. Any other array
 ///   is sent as its dimensions (`[0:2]`), a JSON string that apply rejects, because a JSON
 ///   array would silently drop the bounds.
-fn captured_value_expression(column: &Column, alias: &str, postgis_schema: Option<&str>) -> String {
+pub(crate) fn captured_value_expression(
+    column: &Column,
+    alias: &str,
+    postgis_schema: Option<&str>,
+) -> String {
     let value = format!("{alias}.{}", quote_pg_ident(&column.name));
     match column.pg_type {
         PgType::Json | PgType::Jsonb => format!("{value}::text"),

@@ -8,8 +8,9 @@ mod drain;
 mod install;
 
 pub use connection::{ConnectError, PG_SSL_ROOT_CERT_ENV, PgConnection, connect_pg};
-pub use drain::{CaptureError, DrainSettings, Drainer};
+pub use drain::{CaptureError, CaptureHandle, DrainSettings, Drainer};
 pub use install::{
     CAPTURE_SCHEMA, InstallError, InstallReport, NOTIFY_CHANNEL, count_pending, install, uninstall,
     verify,
 };
+pub(crate) use install::{captured_value_expression, postgis_schema};

@@ -1,0 +1,386 @@
+//! Reading rows of a synced table from PostgreSQL, in the form capture gives them.
+//!
+//! Each row becomes a JSON object built from one `to_json` per column, with the expressions
+//! and session settings of the capture triggers. A row read here is therefore byte for byte
+//! the image a trigger would have journaled for the same row, so apply writes it with the
+//! same conversions, and its key compares equal to the key of a journaled change.
+//!
+//! Rows are streamed with `COPY … TO STDOUT` in primary-key order, one chunk of at most
+//! `limit` rows after a given key per statement. One statement reads one snapshot.
+
+use futures_util::{StreamExt, pin_mut};
+use serde_json::value::RawValue;
+
+use crate::capture::captured_value_expression;
+use crate::config::quote_pg_ident;
+use crate::journal::{JournalRecord, Operation};
+use crate::schema::{PgType, TableSchema};
+
+/// Session settings of the capture trigger functions, which fix the text of every value.
+pub const CAPTURE_SESSION_SETTINGS: &str = "SET bytea_output = 'hex'; \
+     SET extra_float_digits = 1; SET \"TimeZone\" = 'UTC'; SET intervalstyle = 'iso_8601'; \
+     SET standard_conforming_strings = on";
+
+/// Failure to read rows.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A PostgreSQL call failed.
+    #[error("failed to {action}")]
+    Postgres {
+        /// What failed.
+        action: String,
+        /// The cause.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// PostgreSQL sent rows this reader cannot parse.
+    #[error("PostgreSQL sent a row of {table} that cannot be read: {reason}")]
+    Malformed {
+        /// The table.
+        table: String,
+        /// What is wrong, without the value.
+        reason: String,
+    },
+    /// The table's key cannot be used to read it in chunks.
+    #[error(
+        "table {table} cannot be copied in key order: its key column {column} has type \
+         {type_display}, which has no exact text form to resume from"
+    )]
+    UnsupportedKey {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// Its type.
+        type_display: String,
+    },
+}
+
+/// A chunk of rows read from PostgreSQL.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// Rows as insert records with sequence number 0, in key order.
+    pub rows: Vec<JournalRecord>,
+    /// Key values of the last row, as a JSON array in key-column order; the next chunk starts
+    /// after it.
+    pub last_key: Option<String>,
+}
+
+/// Reads rows of one table in the capture form.
+#[derive(Debug, Clone)]
+pub struct SourceReader {
+    table: String,
+    /// Number of columns in each COPY line.
+    columns: Vec<String>,
+    /// `{"name":` prefixes, JSON-encoded, one per column.
+    prefixes: Vec<String>,
+    /// Positions of the key columns.
+    key: Vec<usize>,
+    /// Key columns quoted for SQL, joined for `ORDER BY` and row comparisons.
+    key_list: String,
+    /// Casts of the key columns, to turn key text back into values.
+    key_types: Vec<String>,
+    /// `SELECT … FROM table t`.
+    select: String,
+}
+
+impl SourceReader {
+    /// Prepares the reader of `schema`'s table. `postgis_schema` is the quoted schema of the
+    /// PostGIS extension, where installed.
+    pub fn new(schema: &TableSchema, postgis_schema: Option<&str>) -> Result<Self, SourceError> {
+        let expressions: Vec<String> = schema
+            .columns
+            .iter()
+            .map(|column| {
+                let value = if column.pg_type.is_exact_in_to_json() {
+                    format!("t.{}", quote_pg_ident(&column.name))
+                } else {
+                    captured_value_expression(column, "t", postgis_schema)
+                };
+                format!("to_json({value})")
+            })
+            .collect();
+        let prefixes = schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(index, column)| {
+                let name = serde_json::to_string(&column.name).expect("a string serializes");
+                if index == 0 {
+                    format!("{{{name}:")
+                } else {
+                    format!(",{name}:")
+                }
+            })
+            .collect();
+        let mut key_types = Vec::new();
+        if !schema.keyless {
+            for column in schema.key_columns() {
+                let cast = match column.pg_type {
+                    PgType::Money => "numeric".to_string(),
+                    PgType::Json
+                    | PgType::Jsonb
+                    | PgType::Array
+                    | PgType::Composite
+                    | PgType::Hstore
+                    | PgType::Geometry
+                    | PgType::Geography => {
+                        return Err(SourceError::UnsupportedKey {
+                            table: schema.name.to_string(),
+                            column: column.name.clone(),
+                            type_display: column.type_display.clone(),
+                        });
+                    }
+                    _ => column.type_display.clone(),
+                };
+                key_types.push(cast);
+            }
+        }
+        let key_list = schema
+            .key_columns()
+            .map(|column| {
+                let quoted = format!("t.{}", quote_pg_ident(&column.name));
+                match column.pg_type {
+                    PgType::Money => format!("{quoted}::numeric"),
+                    _ => quoted,
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+
+        Ok(SourceReader {
+            table: schema.name.qualified(),
+            columns: schema.columns.iter().map(|c| c.name.clone()).collect(),
+            prefixes,
+            key: schema.key.clone(),
+            key_list,
+            key_types,
+            select: format!(
+                "SELECT {} FROM {} t",
+                expressions.join(", "),
+                schema.name.quoted()
+            ),
+        })
+    }
+
+    /// Returns the query for the rows after `after` (a key from [`Chunk::last_key`]), in key
+    /// order, at most `limit` of them.
+    pub fn chunk_query(&self, after: Option<&str>, limit: usize) -> Result<String, SourceError> {
+        let mut query = self.select.clone();
+        if let Some(after) = after {
+            query.push_str(&format!(
+                " WHERE ({}) > ({})",
+                self.key_list,
+                self.key_values(after)?
+            ));
+        }
+        query.push_str(&format!(" ORDER BY {} LIMIT {limit}", self.key_list));
+        Ok(query)
+    }
+
+    /// Returns the query for the rows whose keys are in `keys` (from
+    /// [`crate::apply::TablePlan::record_key`]).
+    pub fn keys_query(&self, keys: &[String]) -> Result<String, SourceError> {
+        let mut tuples = Vec::with_capacity(keys.len());
+        for key in keys {
+            tuples.push(format!("({})", self.key_values(key)?));
+        }
+        Ok(format!(
+            "{} WHERE ({}) IN ({})",
+            self.select,
+            self.key_list,
+            tuples.join(", ")
+        ))
+    }
+
+    /// Returns the query for every row, in no particular order.
+    pub fn all_query(&self) -> String {
+        self.select.clone()
+    }
+
+    /// Turns a key, a JSON array of captured values, into SQL values of the key's types.
+    fn key_values(&self, key: &str) -> Result<String, SourceError> {
+        let values: Vec<serde_json::Value> =
+            serde_json::from_str(key).map_err(|_| self.malformed("a key is not a JSON array"))?;
+        if values.len() != self.key_types.len() {
+            return Err(self.malformed("a key has the wrong number of values"));
+        }
+        let mut parts = Vec::with_capacity(values.len());
+        for (value, cast) in values.iter().zip(&self.key_types) {
+            let text = match value {
+                serde_json::Value::String(text) => text.clone(),
+                serde_json::Value::Number(number) => number.to_string(),
+                serde_json::Value::Bool(flag) => flag.to_string(),
+                _ => return Err(self.malformed("a key value is null or not a scalar")),
+            };
+            parts.push(format!("'{}'::{cast}", text.replace('\'', "''")));
+        }
+        Ok(parts.join(", "))
+    }
+
+    /// Runs `query` (from this reader) as a COPY and returns its rows. The key of the last row
+    /// is read only when `with_last_key` is set.
+    pub async fn read(
+        &self,
+        client: &tokio_postgres::Transaction<'_>,
+        query: &str,
+        with_last_key: bool,
+    ) -> Result<Chunk, SourceError> {
+        let copy = format!("COPY ({query}) TO STDOUT");
+        let stream = client
+            .copy_out(&copy)
+            .await
+            .map_err(|source| SourceError::Postgres {
+                action: format!("read rows of {}", self.table),
+                source,
+            })?;
+        pin_mut!(stream);
+        let mut rows = Vec::new();
+        let mut partial: Vec<u8> = Vec::new();
+        while let Some(data) = stream.next().await {
+            let data = data.map_err(|source| SourceError::Postgres {
+                action: format!("read rows of {}", self.table),
+                source,
+            })?;
+            let mut start = 0;
+            for end in memchr_newlines(&data) {
+                if partial.is_empty() {
+                    rows.push(self.record(&data[start..end])?);
+                } else {
+                    partial.extend_from_slice(&data[start..end]);
+                    let line = std::mem::take(&mut partial);
+                    rows.push(self.record(&line)?);
+                }
+                start = end + 1;
+            }
+            partial.extend_from_slice(&data[start..]);
+        }
+        if !partial.is_empty() {
+            return Err(self.malformed("the last line has no end"));
+        }
+        let last_key = match rows.last() {
+            Some(record) if with_last_key => Some(self.key_of(record)?),
+            _ => None,
+        };
+
+        Ok(Chunk { rows, last_key })
+    }
+
+    /// Returns the key of a row read by this reader, as a JSON array of captured values.
+    pub fn key_of(&self, record: &JournalRecord) -> Result<String, SourceError> {
+        let image = record
+            .new
+            .as_deref()
+            .ok_or_else(|| self.malformed("a row has no image"))?;
+        let values = crate::journal::parse_row_image(image)
+            .map_err(|_| self.malformed("a row image is not a JSON object"))?;
+        let mut key = String::from("[");
+        for (position, &index) in self.key.iter().enumerate() {
+            let (_, value) = values
+                .get(index)
+                .ok_or_else(|| self.malformed("a row lacks a key column"))?;
+            if position > 0 {
+                key.push(',');
+            }
+            key.push_str(value.get());
+        }
+        key.push(']');
+        Ok(key)
+    }
+
+    /// Turns one COPY line into an insert record.
+    fn record(&self, line: &[u8]) -> Result<JournalRecord, SourceError> {
+        let mut image = String::with_capacity(line.len() + self.columns.len() * 12);
+        let mut fields = 0;
+        for field in line.split(|&byte| byte == b'\t') {
+            let Some(prefix) = self.prefixes.get(fields) else {
+                return Err(self.malformed("a line has more fields than the table has columns"));
+            };
+            image.push_str(prefix);
+            if field == b"\\N" {
+                image.push_str("null");
+            } else {
+                unescape_copy_text(field, &mut image).map_err(|reason| self.malformed(reason))?;
+            }
+            fields += 1;
+        }
+        if fields != self.columns.len() {
+            return Err(self.malformed("a line has fewer fields than the table has columns"));
+        }
+        image.push('}');
+        let image = RawValue::from_string(image)
+            .map_err(|_| self.malformed("a value is not valid JSON"))?;
+
+        Ok(JournalRecord {
+            seq: 0,
+            batch: 0,
+            xid: 0,
+            cid: 0,
+            table: self.table.clone(),
+            op: Operation::Insert,
+            new: Some(image),
+            old: None,
+        })
+    }
+
+    fn malformed(&self, reason: &str) -> SourceError {
+        SourceError::Malformed {
+            table: self.table.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Positions of the line ends in `data`.
+fn memchr_newlines(data: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    data.iter()
+        .enumerate()
+        .filter(|(_, byte)| **byte == b'\n')
+        .map(|(position, _)| position)
+}
+
+/// Appends a field of COPY's text format, unescaped. The field holds JSON, which is UTF-8.
+fn unescape_copy_text(field: &[u8], out: &mut String) -> Result<(), &'static str> {
+    if !field.contains(&b'\\') {
+        out.push_str(std::str::from_utf8(field).map_err(|_| "a field is not UTF-8")?);
+        return Ok(());
+    }
+    let mut bytes = Vec::with_capacity(field.len());
+    let mut iter = field.iter().copied();
+    while let Some(byte) = iter.next() {
+        if byte != b'\\' {
+            bytes.push(byte);
+            continue;
+        }
+        let escaped = iter.next().ok_or("a field ends in a lone backslash")?;
+        bytes.push(match escaped {
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'v' => 0x0b,
+            other => other,
+        });
+    }
+    out.push_str(std::str::from_utf8(&bytes).map_err(|_| "a field is not UTF-8")?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_are_undone() {
+        let mut out = String::new();
+        unescape_copy_text(br#""a\\"b\\\\c\tz""#, &mut out).unwrap();
+        assert_eq!(out, "\"a\\\"b\\\\c\tz\"");
+    }
+
+    #[test]
+    fn a_lone_backslash_is_an_error() {
+        let mut out = String::new();
+        assert!(unescape_copy_text(b"ab\\", &mut out).is_err());
+    }
+}
