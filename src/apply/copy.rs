@@ -39,6 +39,8 @@ use mysql_async::{Conn, TxOpts};
 use serde::Serialize;
 use tracing::warn;
 
+use super::load::{self, LoadData};
+use super::statement::TablePlan;
 use super::statement::{build_statements, quote_mysql_ident};
 use super::value::write_string;
 use super::{Applier, ApplyError, mysql_error};
@@ -184,12 +186,15 @@ pub async fn read_snapshot_states(
 }
 
 /// Where a snapshot starts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CopyStart {
     /// Key of the last row already copied, when an interrupted copy resumes.
     pub after_key: Option<String>,
     /// Rows copied before an interruption.
     pub rows_copied: u64,
+    /// The table's plan, with what apply read from the target table, so that the snapshot
+    /// can turn rows into load data while the previous chunk is written.
+    pub plan: TablePlan,
 }
 
 /// A chunk of rows to write, with its place in the change stream.
@@ -216,6 +221,8 @@ pub struct CopyChunk {
     /// Whether the chunk belongs to a snapshot, whose progress is recorded with it; a verify
     /// repair has none.
     pub snapshot: bool,
+    /// The rows as `LOAD DATA` input, built by the snapshot from [`CopyStart::plan`].
+    pub prepared: Option<LoadData>,
 }
 
 /// What became of a chunk.
@@ -241,6 +248,8 @@ pub(super) struct Watch {
     keys: HashMap<String, u64>,
     /// Sequence number of the last TRUNCATE, or of a change whose key is unknown.
     truncated_at: u64,
+    /// Sequence number of the last change recorded.
+    last_seq: u64,
     /// Number of requesters watching; the watch ends with the last one.
     users: usize,
 }
@@ -290,6 +299,7 @@ impl Applier {
                 }
                 None => watch.truncated_at = record.seq,
             }
+            watch.last_seq = record.seq;
         }
     }
 
@@ -313,10 +323,7 @@ impl Applier {
             Some(progress)
                 if progress.state == CopyState::Copying && progress.after_key.is_some() =>
             {
-                CopyStart {
-                    after_key: progress.after_key,
-                    rows_copied: progress.rows_copied,
-                }
+                (progress.after_key, progress.rows_copied)
             }
             _ => {
                 let mut sql = format!(
@@ -343,13 +350,17 @@ impl Applier {
                         last_seq: 0,
                         cause,
                     })?;
-                CopyStart::default()
+                (None, 0)
             }
         };
         self.session = Some(session);
         self.start_watch(table);
 
-        Ok(start)
+        Ok(CopyStart {
+            after_key: start.0,
+            rows_copied: start.1,
+            plan: self.plans[table].clone(),
+        })
     }
 
     /// Writes a chunk at the current position of the change stream (see the module notes).
@@ -378,22 +389,29 @@ impl Applier {
             ))
         })?;
         let mut kept = Vec::with_capacity(chunk.rows.len() + chunk.deletes.len());
-        for row in chunk.rows.iter().chain(&chunk.deletes) {
-            let key = if chunk.replace_all {
-                None
-            } else {
-                plan.record_key(row)?
-            };
+        let mut dropped = Vec::new();
+        let watched = watch.last_seq > chunk.read_from && !chunk.replace_all;
+        for (position, row) in chunk.rows.iter().chain(&chunk.deletes).enumerate() {
+            let key = if watched { plan.record_key(row)? } else { None };
             match key {
-                Some(key) if watch.changed_after(&key, chunk.read_from) => {}
+                Some(key) if watch.changed_after(&key, chunk.read_from) => dropped.push(position),
                 _ => kept.push(row),
             }
         }
         let skipped = (chunk.rows.len() + chunk.deletes.len() - kept.len()) as u64;
         let park = self.board.policy() == crate::config::FailedChangePolicy::Park;
-        let result = self
-            .write_chunk(&mut session.conn, &chunk, &kept, session.limits, false)
-            .await;
+        let loaded = self.load_data_available
+            && chunk.snapshot
+            && chunk.deletes.is_empty()
+            && self
+                .load_chunk(&mut session.conn, &chunk, &kept, &dropped)
+                .await?;
+        let result = if loaded {
+            Ok(0)
+        } else {
+            self.write_chunk(&mut session.conn, &chunk, &kept, session.limits, false)
+                .await
+        };
         let rejected = match result {
             Ok(rejected) => rejected,
             Err(error) if park && error.is_data_rejection() => {
@@ -474,24 +492,7 @@ impl Applier {
             }
         }
         if chunk.snapshot {
-            let mut sql = format!(
-                "UPDATE {} SET after_key = ",
-                quote_mysql_ident(SNAPSHOT_TABLE)
-            );
-            match &chunk.after_key {
-                Some(key) => write_string(&mut sql, key),
-                None => sql.push_str("after_key"),
-            }
-            sql.push_str(&format!(
-                ", rows_copied = rows_copied + {}",
-                rows.len() as u64 - rejected
-            ));
-            if chunk.last {
-                sql.push_str(", state = 'done', finished_at = UTC_TIMESTAMP(6)");
-            }
-            sql.push_str(" WHERE table_name = ");
-            write_string(&mut sql, &chunk.table);
-            tx.query_drop(sql)
+            tx.query_drop(progress_statement(chunk, rows.len() as u64 - rejected))
                 .await
                 .map_err(mysql_error("record the progress of a snapshot"))?;
         }
@@ -520,6 +521,100 @@ impl Applier {
         }
     }
 
+    /// Writes a chunk with `LOAD DATA LOCAL INFILE`, the fastest way into MySQL, with its
+    /// progress in one transaction. Returns `false`, with nothing written, when the server
+    /// does not allow it, or when MySQL reports a warning: with LOCAL, MySQL turns errors
+    /// such as a duplicate key or a value it had to change into warnings, so such a chunk is
+    /// written again with statements, which fail on them.
+    async fn load_chunk(
+        &mut self,
+        conn: &mut Conn,
+        chunk: &CopyChunk,
+        rows: &[&JournalRecord],
+        dropped: &[usize],
+    ) -> Result<bool, ApplyError> {
+        let plan = self.plans.get(&chunk.table).ok_or_else(|| {
+            ApplyError::Stored(format!(
+                "table {} is not among the synced tables",
+                chunk.table
+            ))
+        })?;
+        let prepared = match &chunk.prepared {
+            Some(prepared) => prepared.without(dropped),
+            None => match load::build(plan, rows)? {
+                Some(prepared) => prepared,
+                None => return Ok(false),
+            },
+        };
+        let LoadData {
+            statement, data, ..
+        } = prepared;
+        conn.query_drop("START TRANSACTION")
+            .await
+            .map_err(mysql_error("start a transaction"))?;
+        if chunk.replace_all {
+            conn.query_drop(format!("DELETE FROM {}", plan.schema.target_sql()))
+                .await
+                .map_err(mysql_error("empty a keyless table before its copy"))?;
+        }
+        // LOAD DATA reads backslash escapes only without NO_BACKSLASH_ESCAPES, which the
+        // session sets for literals; it is set again right after.
+        conn.query_drop("SET SESSION sql_mode = REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')")
+            .await
+            .map_err(mysql_error("set the sql_mode for LOAD DATA"))?;
+        let data = bytes::Bytes::from(data);
+        conn.set_infile_handler(async move {
+            Ok(
+                Box::pin(futures_util::stream::once(async move { Ok(data) }))
+                    as mysql_async::InfileData,
+            )
+        });
+        let loaded = conn.query_drop(statement).await;
+        let warnings = conn.get_warnings();
+        conn.query_drop("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+            .await
+            .map_err(mysql_error("restore the sql_mode"))?;
+        match loaded {
+            Ok(()) if warnings == 0 => {}
+            Ok(()) => {
+                conn.query_drop("ROLLBACK")
+                    .await
+                    .map_err(mysql_error("roll back a snapshot chunk"))?;
+                return Ok(false);
+            }
+            // 1148 and 3948 (MySQL) and 4166 (MariaDB): LOCAL INFILE is disabled.
+            Err(mysql_async::Error::Server(error)) if matches!(error.code, 1148 | 3948 | 4166) => {
+                conn.query_drop("ROLLBACK")
+                    .await
+                    .map_err(mysql_error("roll back a snapshot chunk"))?;
+                tracing::info!(
+                    "the MySQL server does not allow LOAD DATA LOCAL INFILE (local_infile=OFF); \
+                     snapshots use INSERT statements, which are slower"
+                );
+                self.load_data_available = false;
+                return Ok(false);
+            }
+            Err(cause) => {
+                return Err(ApplyError::Rejected {
+                    table: chunk.table.clone(),
+                    operation: "snapshot load",
+                    first_seq: 0,
+                    last_seq: 0,
+                    cause,
+                });
+            }
+        }
+        conn.query_drop(progress_statement(chunk, rows.len() as u64))
+            .await
+            .map_err(mysql_error("record the progress of a snapshot"))?;
+        crate::failpoint::hit("snapshot-before-commit");
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(mysql_error("commit a snapshot chunk"))?;
+        crate::failpoint::hit("snapshot-after-commit");
+        Ok(true)
+    }
+
     /// Reads the state of every snapshot.
     pub(super) async fn copy_states(&mut self) -> Result<Vec<CopyProgress>, ApplyError> {
         let mut session = self.take_session().await?;
@@ -529,6 +624,25 @@ impl Applier {
         self.session = Some(session);
         result
     }
+}
+
+/// The statement that records a chunk's progress in the snapshot table.
+fn progress_statement(chunk: &CopyChunk, written: u64) -> String {
+    let mut sql = format!(
+        "UPDATE {} SET after_key = ",
+        quote_mysql_ident(SNAPSHOT_TABLE)
+    );
+    match &chunk.after_key {
+        Some(key) => write_string(&mut sql, key),
+        None => sql.push_str("after_key"),
+    }
+    sql.push_str(&format!(", rows_copied = rows_copied + {written}"));
+    if chunk.last {
+        sql.push_str(", state = 'done', finished_at = UTC_TIMESTAMP(6)");
+    }
+    sql.push_str(" WHERE table_name = ");
+    write_string(&mut sql, &chunk.table);
+    sql
 }
 
 impl CopyState {

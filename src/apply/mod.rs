@@ -24,6 +24,7 @@
 
 mod copy;
 mod failed;
+pub mod load;
 mod statement;
 mod target;
 mod value;
@@ -615,6 +616,8 @@ pub struct Applier {
     warnings_logged: bool,
     /// Tables being copied or verified, with the changes applied to them meanwhile.
     watches: HashMap<String, copy::Watch>,
+    /// Whether snapshots may try `LOAD DATA LOCAL INFILE`; cleared when the server refuses it.
+    load_data_available: bool,
 }
 
 impl Applier {
@@ -654,6 +657,7 @@ impl Applier {
             preflight_pg_url: None,
             warnings_logged: false,
             watches: HashMap::new(),
+            load_data_available: true,
         }
     }
 

@@ -21,7 +21,8 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::apply::{ApplyHandle, ChunkOutcome, CopyChunk, RunError};
+use crate::apply::load::{self, LoadData};
+use crate::apply::{ApplyHandle, ChunkOutcome, CopyChunk, RunError, TablePlan};
 use crate::capture::{CaptureHandle, ConnectError, connect_pg};
 use crate::config::Secret;
 use crate::schema::TableSchema;
@@ -169,6 +170,8 @@ struct ReadChunk {
     chunk: Chunk,
     read_from: u64,
     through: u64,
+    /// The rows as load data, built here so that it overlaps the write of the chunk before.
+    prepared: Option<LoadData>,
 }
 
 /// Copies one table. The target table is emptied first, unless an interrupted copy resumes.
@@ -229,8 +232,9 @@ async fn copy_chunks(
         rows: start.rows_copied,
         ..CopyReport::default()
     };
-    let mut after = start.after_key;
-    let mut current = read_chunk(context, reader, client, after.as_deref()).await?;
+    let plan = &start.plan;
+    let mut after = start.after_key.clone();
+    let mut current = read_chunk(context, reader, plan, client, after.as_deref()).await?;
     loop {
         if shutdown.is_cancelled() {
             return Err(SnapshotError::Interrupted);
@@ -247,12 +251,13 @@ async fn copy_chunks(
             replace_all: false,
             deletes: Vec::new(),
             snapshot: true,
+            prepared: current.prepared.take(),
         };
         let outcome = if last {
             context.apply.copy_chunk(chunk).await?
         } else {
             let write = context.apply.copy_chunk(chunk);
-            let read = read_chunk(context, reader, client, next_after.as_deref());
+            let read = read_chunk(context, reader, plan, client, next_after.as_deref());
             let (written, read) = tokio::join!(write, read);
             let outcome = written?;
             if outcome != ChunkOutcome::Reread {
@@ -262,7 +267,7 @@ async fn copy_chunks(
         };
         match outcome {
             ChunkOutcome::Reread => {
-                current = read_chunk(context, reader, client, after.as_deref()).await?;
+                current = read_chunk(context, reader, plan, client, after.as_deref()).await?;
                 continue;
             }
             ChunkOutcome::Written {
@@ -298,6 +303,7 @@ async fn copy_chunks(
 async fn read_chunk(
     context: &CopyContext,
     reader: &SourceReader,
+    plan: &TablePlan,
     client: &mut Client,
     after: Option<&str>,
 ) -> Result<ReadChunk, SnapshotError> {
@@ -317,10 +323,14 @@ async fn read_chunk(
         .await
         .ok_or(SnapshotError::CaptureStopped)?;
 
+    // A value that cannot be written shows when apply writes the chunk with statements.
+    let prepared = load::build(plan, &chunk.rows).ok().flatten();
+
     Ok(ReadChunk {
         chunk,
         read_from,
         through,
+        prepared,
     })
 }
 
@@ -377,6 +387,7 @@ async fn copy_locked(
             replace_all: true,
             deletes: Vec::new(),
             snapshot: true,
+            prepared: None,
         })
         .await?;
     tx.commit()

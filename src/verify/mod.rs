@@ -714,6 +714,7 @@ impl TableRun<'_> {
                     replace_all: false,
                     deletes: repair_deletes,
                     snapshot: false,
+                    prepared: None,
                 })
                 .await?;
             if let ChunkOutcome::Written { written, .. } = outcome {
