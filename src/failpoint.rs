@@ -20,6 +20,14 @@ pub const FAILPOINTS: [&str; 6] = [
     "apply-after-commit",
 ];
 
+/// Crash points of a snapshot, in order: after the target table was emptied, and before and
+/// after the commit of a chunk.
+pub const SNAPSHOT_FAILPOINTS: [&str; 3] = [
+    "snapshot-after-truncate",
+    "snapshot-before-commit",
+    "snapshot-after-commit",
+];
+
 /// Aborts the process if `name` is the configured crash point.
 pub(crate) fn hit(name: &str) {
     static CONFIGURED: OnceLock<Option<String>> = OnceLock::new();

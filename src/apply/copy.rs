@@ -350,6 +350,7 @@ impl Applier {
                         last_seq: 0,
                         cause,
                     })?;
+                crate::failpoint::hit("snapshot-after-truncate");
                 (None, 0)
             }
         };
