@@ -46,6 +46,16 @@ use super::value::write_string;
 use super::{Applier, ApplyError, mysql_error};
 use crate::journal::JournalRecord;
 
+/// Turns the target's foreign key checks off for a snapshot's own statements. PostgreSQL
+/// checks its foreign keys, so the copied rows satisfy them once every table is copied; in
+/// between, a child table may be copied before its parent, and a referenced table must be
+/// emptied. Apply's changes always run with the checks on: every path that turns them off
+/// turns them on again before the connection is used for anything else, and an error drops
+/// the connection.
+const FOREIGN_KEYS_OFF: &str = "SET SESSION foreign_key_checks = 0";
+/// Turns the checks on again.
+const FOREIGN_KEYS_ON: &str = "SET SESSION foreign_key_checks = 1";
+
 /// MySQL table that holds the state of every snapshot.
 pub const SNAPSHOT_TABLE: &str = "pg_to_mysql_sync_snapshot";
 
@@ -340,7 +350,12 @@ impl Applier {
                     .await
                     .map_err(mysql_error("record the start of a snapshot"))?;
                 // TRUNCATE commits on its own. A crash right after it leaves the state at
-                // "copying" with no key, and the next start empties the table again.
+                // "copying" with no key, and the next start empties the table again. Foreign
+                // keys of the target are off for the snapshot's own statements (see
+                // `without_foreign_keys`), so a referenced table can be emptied too.
+                conn.query_drop(FOREIGN_KEYS_OFF)
+                    .await
+                    .map_err(mysql_error("turn foreign key checks off"))?;
                 conn.query_drop(format!("TRUNCATE TABLE {target}"))
                     .await
                     .map_err(|cause| ApplyError::Rejected {
@@ -350,6 +365,9 @@ impl Applier {
                         last_seq: 0,
                         cause,
                     })?;
+                conn.query_drop(FOREIGN_KEYS_ON)
+                    .await
+                    .map_err(mysql_error("turn foreign key checks on"))?;
                 crate::failpoint::hit("snapshot-after-truncate");
                 (None, 0)
             }
@@ -457,6 +475,11 @@ impl Applier {
                 chunk.table
             ))
         })?;
+        if chunk.snapshot {
+            conn.query_drop(FOREIGN_KEYS_OFF)
+                .await
+                .map_err(mysql_error("turn foreign key checks off"))?;
+        }
         let mut tx = conn
             .start_transaction(TxOpts::default())
             .await
@@ -502,6 +525,11 @@ impl Applier {
             .await
             .map_err(mysql_error("commit a snapshot chunk"))?;
         crate::failpoint::hit("snapshot-after-commit");
+        if chunk.snapshot {
+            conn.query_drop(FOREIGN_KEYS_ON)
+                .await
+                .map_err(mysql_error("turn foreign key checks on"))?;
+        }
         Ok(rejected)
     }
 
@@ -550,6 +578,9 @@ impl Applier {
         let LoadData {
             statement, data, ..
         } = prepared;
+        conn.query_drop(FOREIGN_KEYS_OFF)
+            .await
+            .map_err(mysql_error("turn foreign key checks off"))?;
         conn.query_drop("START TRANSACTION")
             .await
             .map_err(mysql_error("start a transaction"))?;
@@ -581,6 +612,9 @@ impl Applier {
                 conn.query_drop("ROLLBACK")
                     .await
                     .map_err(mysql_error("roll back a snapshot chunk"))?;
+                conn.query_drop(FOREIGN_KEYS_ON)
+                    .await
+                    .map_err(mysql_error("turn foreign key checks on"))?;
                 return Ok(false);
             }
             // 1148 and 3948 (MySQL) and 4166 (MariaDB): LOCAL INFILE is disabled.
@@ -588,6 +622,9 @@ impl Applier {
                 conn.query_drop("ROLLBACK")
                     .await
                     .map_err(mysql_error("roll back a snapshot chunk"))?;
+                conn.query_drop(FOREIGN_KEYS_ON)
+                    .await
+                    .map_err(mysql_error("turn foreign key checks on"))?;
                 tracing::info!(
                     "the MySQL server does not allow LOAD DATA LOCAL INFILE (local_infile=OFF); \
                      snapshots use INSERT statements, which are slower"
@@ -613,6 +650,9 @@ impl Applier {
             .await
             .map_err(mysql_error("commit a snapshot chunk"))?;
         crate::failpoint::hit("snapshot-after-commit");
+        conn.query_drop(FOREIGN_KEYS_ON)
+            .await
+            .map_err(mysql_error("turn foreign key checks on"))?;
         Ok(true)
     }
 
