@@ -8,7 +8,7 @@
 # The script builds the release binary and starts private PostgreSQL and
 # MariaDB servers in a temporary directory with scripts/servers.sh, which
 # installs the Debian packages if they are missing. It then creates a sample
-# database `shop` on both, runs `setup` and the daemon, changes rows in
+# database `shop` on both, runs `setup` and the daemon, which copies the rows that existed before, changes rows in
 # PostgreSQL and waits until MySQL has the same rows. Without --keep,
 # everything it started is stopped and removed on exit, also on failure and
 # on Ctrl-C. Must run as root, because servers.sh does.
@@ -199,6 +199,22 @@ CREATE TABLE public.order_lines (
 );
 SQL
 
+  # A table with rows from before the sync starts; the daemon's first
+  # snapshot copies them.
+  pg "$database" <<'SQL'
+CREATE TABLE public.products (
+  id bigint PRIMARY KEY,
+  sku varchar(32) NOT NULL,
+  name text,
+  price numeric(10,2),
+  updated_at timestamptz
+);
+INSERT INTO products
+SELECT g, 'SKU-' || lpad(g::text, 6, '0'), 'product ' || g, (g % 1000) / 10.0 + 0.99,
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 minute'
+FROM generate_series(1, 50000) g;
+SQL
+
   # The tables themselves are created by `setup --create-tables` from the
   # PostgreSQL definitions.
   mysql -e "CREATE DATABASE $database CHARACTER SET utf8mb4"
@@ -314,6 +330,26 @@ wait_for_sync() {
   done
 }
 
+# Poll the daemon's status until the snapshot of the products table is done.
+wait_for_snapshot() {
+  local deadline=$((SECONDS + SYNC_TIMEOUT_SECONDS))
+  # `status` prints the fields of each snapshot in alphabetical order.
+  until cli status | tr -d ' \n' | grep -q '"state":"done","table":"public.products"'; do
+    if ! daemon_running; then
+      show_daemon_log_tail
+      die "the daemon exited before the snapshot finished"
+    fi
+    if ((SECONDS >= deadline)); then
+      show_daemon_log_tail
+      die "the snapshot did not finish within $SYNC_TIMEOUT_SECONDS s"
+    fi
+    sleep 0.5
+  done
+  echo "$(mysql --batch --skip-column-names "$database" -e 'SELECT count(*) FROM products') products in MySQL; the daemon's status shows:"
+  cli status | tr -d '\n' | grep -o '"snapshots": \[[^]]*\]'
+  echo
+}
+
 show_rows() {
   local table
   for table in "${tables[@]}"; do
@@ -409,7 +445,7 @@ main() {
 
   step "Creating the database '$database' with three tables in PostgreSQL and an empty one in MySQL"
   create_databases
-  echo "PostgreSQL: public.customers, public.orders, public.order_lines"
+  echo "PostgreSQL: public.customers, public.orders, public.order_lines, and public.products with 50,000 rows"
   echo "MySQL:      an empty database; setup --create-tables creates the tables below"
 
   api_port=$(free_port)
@@ -419,13 +455,13 @@ main() {
     {
       printf 'PG_DATABASE_URL=%s\n' "$pg_shop_url"
       printf 'MYSQL_DATABASE_URL=%s\n' "$mysql_shop_url"
-      printf 'SYNC_TABLES=public.customers,public.orders,public.order_lines\n'
+      printf 'SYNC_TABLES=public.customers,public.orders,public.order_lines,public.products\n'
       printf 'BIND_ADDRESS=127.0.0.1\nPORT=%s\n' "$api_port"
       printf 'JWT_SECRET=%s\n' "$(head -c 48 /dev/urandom | base64 | tr -d '\n')"
       printf 'API_KEY=%s\n' "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
     } >"$work_dir/.env"
   )
-  echo "keys: PG_DATABASE_URL, MYSQL_DATABASE_URL, SYNC_TABLES=public.customers,public.orders,public.order_lines"
+  echo "keys: PG_DATABASE_URL, MYSQL_DATABASE_URL, SYNC_TABLES=public.customers,public.orders,public.order_lines,public.products"
   echo "      BIND_ADDRESS=127.0.0.1, PORT=$api_port, and a random JWT_SECRET and API_KEY for the HTTPS API"
   echo "DATA_DIR is not set, so the journal goes to ./datalog in $work_dir"
 
@@ -435,6 +471,9 @@ main() {
 
   step "Starting the daemon: RUST_LOG=pg_to_mysql_sync=debug pg-to-mysql-sync run"
   start_daemon
+
+  step "The daemon copies the rows that existed before setup (a snapshot)"
+  wait_for_snapshot
 
   step "Changing rows in PostgreSQL"
   make_changes
@@ -457,6 +496,21 @@ main() {
   cli sync
   wait_for_sync
   cli mode automatic
+
+  step "pg-to-mysql-sync verify compares every row on both sides"
+  cli verify
+
+  step "Drift: a row changed directly in MySQL, which verify finds"
+  mysql --verbose "$database" -e "UPDATE products SET price = price + 1 WHERE id = 42"
+  if cli verify; then
+    die "verify did not find the row changed in MySQL"
+  else
+    echo "verify exited with status $? because the tables differ"
+  fi
+
+  step "pg-to-mysql-sync verify --repair copies the row again from PostgreSQL"
+  cli verify --repair
+  cli verify
 
   step "The rows on both sides"
   echo "(PostgreSQL prints timestamptz in UTC here and booleans as t/f; MySQL stores DATETIME(6) in UTC and BOOLEAN as 1/0)"
@@ -504,12 +558,14 @@ EOF
 
   step "Done in $((SECONDS - started_at)) s"
   cat <<'EOF'
-You saw setup install capture triggers in PostgreSQL, the daemon carry INSERTs,
-UPDATEs (one of them changing a primary key), a DELETE and a multi-row
-transaction to MySQL, and the journal of plain JSON lines in between. The
-command line asked the daemon's HTTPS API for its status, switched it to
-manual mode and applied a waiting change on request. The daemon stopped
-cleanly on SIGTERM, and the servers and files are gone.
+You saw setup install capture triggers in PostgreSQL, the daemon copy the
+50,000 rows that existed before, then carry INSERTs, UPDATEs (one of them
+changing a primary key), a DELETE and a multi-row transaction to MySQL, and
+the journal of plain JSON lines in between. The command line asked the
+daemon's HTTPS API for its status, switched it to manual mode and applied a
+waiting change on request. Verify compared every row, found a row changed
+behind the daemon's back, and repaired it. The daemon stopped cleanly on
+SIGTERM, and the servers and files are gone.
 
 Next: README.md shows how to configure your own databases, the supported
 types and how to operate the daemon. Run scripts/quickstart.sh --keep to

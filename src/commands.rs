@@ -530,14 +530,22 @@ pub async fn verify(
     }
     if report.differences() > 0 && !options.repair {
         anyhow::bail!(
-            "{} differ between PostgreSQL and MySQL; `verify --repair` copies them again",
-            pg_to_mysql_sync::telemetry::count_of(report.differences(), "row", "rows")
+            "{} between PostgreSQL and MySQL; `verify --repair` copies the rows again",
+            pg_to_mysql_sync::telemetry::count_of(
+                report.differences(),
+                "row differs",
+                "rows differ"
+            )
         );
     }
     if unrepaired > 0 {
         anyhow::bail!(
-            "{} still differ after the repair; they changed during the run, so run verify again",
-            pg_to_mysql_sync::telemetry::count_of(unrepaired, "row", "rows")
+            "{} after the repair, because changes reached them during the run; run verify again",
+            pg_to_mysql_sync::telemetry::count_of(
+                unrepaired,
+                "row still differs",
+                "rows still differ"
+            )
         );
     }
     Ok(())

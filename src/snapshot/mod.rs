@@ -414,7 +414,8 @@ async fn copy_locked(
     })
 }
 
-/// Returns PostgreSQL's estimate of a table's row count, if statistics exist.
+/// Returns PostgreSQL's estimate of a table's row count, or the count itself when the table
+/// has no statistics yet.
 async fn estimate_rows(
     client: &Client,
     schema: &TableSchema,
@@ -427,7 +428,19 @@ async fn estimate_rows(
         .await
         .map_err(pg_error("read the row estimate"))?;
     let estimate: f64 = row.get(0);
-    Ok((estimate >= 0.0).then_some(estimate as u64))
+    if estimate >= 0.0 {
+        return Ok(Some(estimate as u64));
+    }
+    // Never analyzed (PostgreSQL 14 and later say -1): count, which reads the table once.
+    let row = client
+        .query_one(
+            &format!("SELECT count(*) FROM {}", schema.name.quoted()),
+            &[],
+        )
+        .await
+        .map_err(pg_error("count the rows"))?;
+    let count: i64 = row.get(0);
+    Ok(Some(count.max(0) as u64))
 }
 
 fn pg_error(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> SnapshotError {
