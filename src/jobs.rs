@@ -147,6 +147,10 @@ impl Jobs {
             let table = schema.name.qualified();
             match copy_table(context, schema, &sink, shutdown).await {
                 Ok(_) => {}
+                Err(_) if shutdown.is_cancelled() => {
+                    info!(table = %table, "snapshot interrupted by the stop; it resumes at the next start");
+                    return;
+                }
                 Err(SnapshotError::Interrupted) => {
                     info!(table = %table, "snapshot interrupted by the stop; it resumes at the next start");
                     return;

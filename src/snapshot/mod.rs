@@ -365,41 +365,44 @@ async fn copy_locked(
     ))
     .await
     .map_err(pg_error(format!("lock {table} against writes")))?;
-    let read_from = *context.applied.borrow();
-    let chunk = reader.read(&tx, &reader.all_query(), false).await?;
-    if shutdown.is_cancelled() {
-        return Err(SnapshotError::Interrupted);
-    }
-    let through = context
-        .capture
-        .flush()
-        .await
-        .ok_or(SnapshotError::CaptureStopped)?;
-    let outcome = context
-        .apply
-        .copy_chunk(CopyChunk {
-            table: table.to_string(),
-            rows: chunk.rows,
-            read_from,
-            through,
-            after_key: None,
-            last: true,
-            replace_all: true,
-            deletes: Vec::new(),
-            snapshot: true,
-            prepared: None,
-        })
-        .await?;
+    let (rows, rejected) = loop {
+        let read_from = *context.applied.borrow();
+        let chunk = reader.read(&tx, &reader.all_query(), false).await?;
+        if shutdown.is_cancelled() {
+            return Err(SnapshotError::Interrupted);
+        }
+        let through = context
+            .capture
+            .flush()
+            .await
+            .ok_or(SnapshotError::CaptureStopped)?;
+        let outcome = context
+            .apply
+            .copy_chunk(CopyChunk {
+                table: table.to_string(),
+                rows: chunk.rows,
+                read_from,
+                through,
+                after_key: None,
+                last: true,
+                replace_all: true,
+                deletes: Vec::new(),
+                snapshot: true,
+                prepared: None,
+            })
+            .await?;
+        match outcome {
+            ChunkOutcome::Written {
+                written, rejected, ..
+            } => break (written, rejected),
+            // A TRUNCATE committed before the lock was applied after the read began. The
+            // lock still holds, so a new read after it sees the same rows with a later start.
+            ChunkOutcome::Reread => continue,
+        }
+    };
     tx.commit()
         .await
         .map_err(pg_error(format!("unlock {table}")))?;
-    let (rows, rejected) = match outcome {
-        ChunkOutcome::Written {
-            written, rejected, ..
-        } => (written, rejected),
-        // The table is locked, so no TRUNCATE can come between the read and the write.
-        ChunkOutcome::Reread => (0, 0),
-    };
     progress.event(&ProgressEvent::Finished {
         table: table.to_string(),
         rows,

@@ -304,7 +304,7 @@ struct SourceRow {
     /// Normalized key values, to match MySQL rows.
     normal_key: String,
     values: Values,
-    /// The condition that selects the row in MySQL.
+    /// The key's literals, as one value or a `(a,b)` tuple, for an `IN` list in MySQL.
     condition: String,
 }
 
@@ -387,8 +387,7 @@ impl TableRun<'_> {
             .plan
             .record_key(&record)?
             .expect("an insert record has a key");
-        let image = record.new.as_deref().expect("a read row has an image");
-        let condition = self.plan.key_condition(&record, image)?;
+        let condition = self.key_tuple(&literals);
         Ok(SourceRow {
             key,
             normal_key,
@@ -419,14 +418,14 @@ impl TableRun<'_> {
                     .expect("key columns are written")
             })
             .collect();
-        let filter = if schema.key.len() == 1 {
-            format!(
-                "{} IN ({})",
-                crate::apply::quote_mysql_ident(&schema.columns[schema.key[0]].target),
-                conditions.join(",")
-            )
+        let key_columns: Vec<String> = schema
+            .key_columns()
+            .map(|column| crate::apply::quote_mysql_ident(&column.target))
+            .collect();
+        let filter = if key_columns.len() == 1 {
+            format!("{} IN ({})", key_columns[0], conditions.join(","))
         } else {
-            conditions.join(" OR ")
+            format!("({}) IN ({})", key_columns.join(","), conditions.join(","))
         };
         let sql = format!(
             "SELECT {} FROM {} WHERE {filter}",
@@ -639,8 +638,12 @@ impl TableRun<'_> {
                 Some(row) => conditions.push(row.condition.clone()),
                 None => {
                     let record = self.delete_record(key)?;
-                    let image = record.old.as_deref().expect("a delete record has its key");
-                    conditions.push(self.plan.key_condition(&record, image)?);
+                    let literals: HashMap<usize, String> = self
+                        .plan
+                        .literals(&insert_form(&record))?
+                        .into_iter()
+                        .collect();
+                    conditions.push(self.key_tuple(&literals));
                     delete_records.insert(canonical, record);
                 }
             }
@@ -724,16 +727,30 @@ impl TableRun<'_> {
         Ok(())
     }
 
+    /// Returns the key's literals as one value, or as a `(a,b)` tuple for a longer key.
+    fn key_tuple(&self, literals: &HashMap<usize, String>) -> String {
+        let values: Vec<&str> = self
+            .plan
+            .schema
+            .key
+            .iter()
+            .map(|index| literals.get(index).map_or("NULL", String::as_str))
+            .collect();
+        if values.len() == 1 {
+            values[0].to_string()
+        } else {
+            format!("({})", values.join(","))
+        }
+    }
+
     /// Returns the normalized key values of a delete record, to match MySQL rows.
     fn normal_key_of(&self, record: &JournalRecord) -> Result<String, VerifyError> {
         let norms = self.norms();
-        let image = JournalRecord {
-            op: Operation::Insert,
-            new: record.old.clone(),
-            old: None,
-            ..record.clone()
-        };
-        let literals: HashMap<usize, String> = self.plan.literals(&image)?.into_iter().collect();
+        let literals: HashMap<usize, String> = self
+            .plan
+            .literals(&insert_form(record))?
+            .into_iter()
+            .collect();
         Ok(self
             .plan
             .schema
@@ -894,6 +911,17 @@ impl TableRun<'_> {
             *counts.entry(hash_of(&values)).or_default() -= 1;
         }
         Ok(counts.values().map(|count| count.unsigned_abs()).sum())
+    }
+}
+
+/// Returns a delete record as an insert of its key columns, whose literals the plan writes
+/// as it writes a row's.
+fn insert_form(record: &JournalRecord) -> JournalRecord {
+    JournalRecord {
+        op: Operation::Insert,
+        new: record.old.clone(),
+        old: None,
+        ..record.clone()
     }
 }
 
