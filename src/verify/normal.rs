@@ -18,6 +18,9 @@ pub enum Norm {
     Number,
     /// Floating-point numbers, compared as binary64 values.
     Float,
+    /// `real`, compared as binary32 values. MySQL prints a FLOAT with 6 digits, so it is
+    /// read as a DOUBLE, which holds the stored value exactly.
+    Float32,
     /// Booleans, as 1 and 0.
     Bool,
     /// `char(n)`: MySQL drops the trailing spaces that PostgreSQL pads with.
@@ -36,7 +39,8 @@ pub fn norm_of(plan: &TablePlan, index: usize) -> Norm {
         PgType::Int2 | PgType::Int4 | PgType::Int8 => Norm::Number,
         PgType::Numeric | PgType::Money if plan.text_target(index) => Norm::Exact,
         PgType::Numeric | PgType::Money => Norm::Number,
-        PgType::Float4 | PgType::Float8 => Norm::Float,
+        PgType::Float4 => Norm::Float32,
+        PgType::Float8 => Norm::Float,
         PgType::Bool => Norm::Bool,
         PgType::Bpchar => Norm::Padded,
         PgType::Bytea => Norm::Binary,
@@ -62,6 +66,9 @@ pub fn mysql_expression(target: &str, norm: Norm, long_lat_axis: bool) -> String
             };
             format!("CONCAT(ST_SRID({column}), ',', HEX(ST_AsBinary({column}{axis})))")
         }
+        // Arithmetic with a DOUBLE literal turns a FLOAT into a DOUBLE on MySQL and MariaDB
+        // alike; CAST(… AS DOUBLE) needs MySQL 8.0.17.
+        Norm::Float32 => format!("({column} + 0E0)"),
         _ => column,
     }
 }
@@ -106,6 +113,10 @@ fn canonical(norm: Norm, text: &str) -> String {
             Ok(value) => format!("{value:?}"),
             Err(_) => text.to_string(),
         },
+        Norm::Float32 => match text.trim().parse::<f64>() {
+            Ok(value) => format!("{:?}", value as f32),
+            Err(_) => text.to_string(),
+        },
         Norm::Bool => match text {
             "1" | "true" | "t" => "1".to_string(),
             "0" | "false" | "f" => "0".to_string(),
@@ -140,7 +151,9 @@ mod tests {
 
     #[test]
     fn literals_and_mysql_text_meet() {
-        let pairs: [(Norm, &str, &str); 9] = [
+        let pairs: [(Norm, &str, &str); 11] = [
+            (Norm::Float32, "0.1", "0.10000000149011612"),
+            (Norm::Float32, "1.2345679", "1.2345678806304932"),
             (Norm::Number, "19.9", "19.90"),
             (Norm::Number, "-0.000", "0"),
             (Norm::Bool, "TRUE", "1"),
@@ -170,7 +183,8 @@ mod tests {
 
     #[test]
     fn differences_stay_visible() {
-        let pairs: [(Norm, &str, Option<&str>); 5] = [
+        let pairs: [(Norm, &str, Option<&str>); 6] = [
+            (Norm::Float32, "1.2345679", Some("1.2345677614212036")),
             (Norm::Exact, "''", None),
             (
                 Norm::Exact,
