@@ -1,9 +1,11 @@
 //! Reading rows of a synced table from PostgreSQL, in the form capture gives them.
 //!
-//! Each row becomes a JSON object built from one `to_json` per column, with the expressions
-//! and session settings of the capture triggers. A row read here is therefore byte for byte
-//! the image a trigger would have journaled for the same row, so apply writes it with the
-//! same conversions, and its key compares equal to the key of a journaled change.
+//! Each row becomes a JSON object of its column values, as a capture trigger would have
+//! journaled the same row, with the triggers' value expressions and session settings. Key
+//! columns are read with `to_json`, so a key equals, byte for byte, the key of a journaled
+//! change. Other columns of simple types are read as their text, which costs PostgreSQL less,
+//! and turned into the same JSON value here. Apply then writes every value with the same
+//! conversions as a captured change.
 //!
 //! Rows are streamed with `COPY … TO STDOUT` in primary-key order, one chunk of at most
 //! `limit` rows after a given key per statement. One statement reads one snapshot.
@@ -74,6 +76,8 @@ pub struct SourceReader {
     columns: Vec<String>,
     /// `{"name":` prefixes, JSON-encoded, one per column.
     prefixes: Vec<String>,
+    /// How each column's COPY field becomes its JSON value.
+    forms: Vec<Form>,
     /// Positions of the key columns.
     key: Vec<usize>,
     /// Key columns quoted for SQL, joined for `ORDER BY` and row comparisons.
@@ -88,16 +92,26 @@ impl SourceReader {
     /// Prepares the reader of `schema`'s table. `postgis_schema` is the quoted schema of the
     /// PostGIS extension, where installed.
     pub fn new(schema: &TableSchema, postgis_schema: Option<&str>) -> Result<Self, SourceError> {
+        let forms: Vec<Form> = schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(index, column)| Form::of(column.pg_type, schema.key.contains(&index)))
+            .collect();
         let expressions: Vec<String> = schema
             .columns
             .iter()
-            .map(|column| {
+            .zip(&forms)
+            .map(|(column, form)| {
                 let value = if column.pg_type.is_exact_in_to_json() {
                     format!("t.{}", quote_pg_ident(&column.name))
                 } else {
                     captured_value_expression(column, "t", postgis_schema)
                 };
-                format!("to_json({value})")
+                match form {
+                    Form::Json => format!("to_json({value})"),
+                    Form::Number | Form::Bool | Form::String => value,
+                }
             })
             .collect();
         let prefixes = schema
@@ -152,6 +166,7 @@ impl SourceReader {
             table: schema.name.qualified(),
             columns: schema.columns.iter().map(|c| c.name.clone()).collect(),
             prefixes,
+            forms,
             key: schema.key.clone(),
             key_list,
             key_types,
@@ -291,6 +306,7 @@ impl SourceReader {
     /// Turns one COPY line into an insert record.
     fn record(&self, line: &[u8]) -> Result<JournalRecord, SourceError> {
         let mut image = String::with_capacity(line.len() + self.columns.len() * 12);
+        let mut text = String::new();
         let mut fields = 0;
         for field in line.split(|&byte| byte == b'\t') {
             let Some(prefix) = self.prefixes.get(fields) else {
@@ -300,7 +316,16 @@ impl SourceReader {
             if field == b"\\N" {
                 image.push_str("null");
             } else {
-                unescape_copy_text(field, &mut image).map_err(|reason| self.malformed(reason))?;
+                let form = self.forms[fields];
+                if form == Form::Json {
+                    unescape_copy_text(field, &mut image)
+                        .map_err(|reason| self.malformed(reason))?;
+                } else {
+                    text.clear();
+                    unescape_copy_text(field, &mut text)
+                        .map_err(|reason| self.malformed(reason))?;
+                    form.write_json(&text, &mut image);
+                }
             }
             fields += 1;
         }
@@ -329,6 +354,83 @@ impl SourceReader {
             reason: reason.to_string(),
         }
     }
+}
+
+/// How a column is read: as `to_json` writes it, or as its text, which this reader turns into
+/// the same JSON value. The text costs PostgreSQL less than `to_json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `to_json` of the captured value: for key columns, whose JSON text must equal the
+    /// journaled keys byte for byte, and for every type whose text differs from its JSON.
+    Json,
+    /// Integers, `numeric` and floats: a JSON number, or a JSON string for NaN and infinities,
+    /// as `to_json` writes them.
+    Number,
+    /// `true` or `false`, from `t` or `f`.
+    Bool,
+    /// Types whose JSON value is their text as a JSON string.
+    String,
+}
+
+impl Form {
+    fn of(pg_type: PgType, key: bool) -> Form {
+        if key {
+            return Form::Json;
+        }
+        match pg_type {
+            PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Numeric => Form::Number,
+            PgType::Float4 | PgType::Float8 => Form::Number,
+            PgType::Bool => Form::Bool,
+            PgType::Text
+            | PgType::Varchar
+            | PgType::Bpchar
+            | PgType::Citext
+            | PgType::Enum
+            | PgType::Uuid => Form::String,
+            _ => Form::Json,
+        }
+    }
+
+    /// Appends the JSON value of a column's text.
+    fn write_json(self, text: &str, out: &mut String) {
+        match self {
+            Form::Number if is_plain_number(text) => out.push_str(text),
+            Form::Bool if text == "t" => out.push_str("true"),
+            Form::Bool if text == "f" => out.push_str("false"),
+            // NaN, Infinity and anything unexpected become a string, which apply rejects or
+            // replaces as it does with the captured form.
+            _ => write_json_string(text, out),
+        }
+    }
+}
+
+/// Tells whether PostgreSQL's text of a number is also a JSON number.
+fn is_plain_number(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty()
+        && digits.as_bytes()[0].is_ascii_digit()
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'e' || b == b'E' || b == b'+' || b == b'-')
+}
+
+/// Appends `text` as a JSON string.
+fn write_json_string(text: &str, out: &mut String) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Positions of the line ends in `data`.
@@ -376,6 +478,29 @@ mod tests {
         let mut out = String::new();
         unescape_copy_text(br#""a\\"b\\\\c\tz""#, &mut out).unwrap();
         assert_eq!(out, "\"a\\\"b\\\\c\tz\"");
+    }
+
+    #[test]
+    fn text_forms_match_to_json() {
+        let cases: [(Form, &str, &str); 8] = [
+            (Form::Number, "-12.50", "-12.50"),
+            (Form::Number, "1e+300", "1e+300"),
+            (Form::Number, "NaN", r#""NaN""#),
+            (Form::Number, "-Infinity", r#""-Infinity""#),
+            (Form::Bool, "t", "true"),
+            (Form::Bool, "f", "false"),
+            (Form::String, "a\"b\\c\n\u{1}", r#""a\"b\\c\n\u0001""#),
+            (Form::String, "café ", r#""café ""#),
+        ];
+        for (form, text, json) in cases {
+            let mut out = String::new();
+            form.write_json(text, &mut out);
+            assert_eq!(out, json, "{text}");
+            let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+            if form == Form::String {
+                assert_eq!(parsed, serde_json::Value::String(text.to_string()));
+            }
+        }
     }
 
     #[test]
