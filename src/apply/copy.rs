@@ -410,7 +410,10 @@ impl Applier {
         let mut kept = Vec::with_capacity(chunk.rows.len() + chunk.deletes.len());
         let mut dropped = Vec::new();
         let watched = watch.last_seq > chunk.read_from && !chunk.replace_all;
-        for (position, row) in chunk.rows.iter().chain(&chunk.deletes).enumerate() {
+        // Deletes go first: they remove rows PostgreSQL lacks, which could hold a unique value
+        // that a written row needs. Load data exists only for chunks without deletes, so the
+        // positions in `dropped` are positions in `chunk.rows` there.
+        for (position, row) in chunk.deletes.iter().chain(&chunk.rows).enumerate() {
             let key = if watched { plan.record_key(row)? } else { None };
             match key {
                 Some(key) if watch.changed_after(&key, chunk.read_from) => dropped.push(position),
