@@ -239,7 +239,7 @@ pub async fn sync_offline(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How the `snapshot` and `verify` commands reach the pipeline.
+/// Route of the `snapshot` and `verify` commands to the pipeline.
 enum Runner {
     /// No daemon runs: capture and apply start in this process.
     Offline,

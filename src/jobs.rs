@@ -18,7 +18,7 @@ use crate::snapshot::{
 use crate::status::{Board, SnapshotStatus};
 use crate::verify::{VerifyError, VerifyOptions, VerifyReport, verify_tables};
 
-/// Why a job cannot start.
+/// Reason a job cannot start.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JobError {
     /// The pipeline has not finished starting.

@@ -56,7 +56,7 @@ const FOREIGN_KEYS_OFF: &str = "SET SESSION foreign_key_checks = 0";
 /// Turns the checks on again.
 const FOREIGN_KEYS_ON: &str = "SET SESSION foreign_key_checks = 1";
 
-/// MySQL table that holds the state of every snapshot.
+/// MySQL table with the state of every snapshot.
 pub const SNAPSHOT_TABLE: &str = "pg_to_mysql_sync_snapshot";
 
 /// State of a table's snapshot.
@@ -195,7 +195,7 @@ pub async fn read_snapshot_states(
         .collect())
 }
 
-/// Where a snapshot starts.
+/// Starting point of a snapshot, with the plan that its load data is built from.
 #[derive(Debug, Clone)]
 pub struct CopyStart {
     /// Key of the last row already copied, when an interrupted copy resumes.
@@ -235,7 +235,7 @@ pub struct CopyChunk {
     pub prepared: Option<LoadData>,
 }
 
-/// What became of a chunk.
+/// Outcome of a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkOutcome {
     /// Written; `skipped` rows were left alone because changes had already written them.
@@ -670,7 +670,7 @@ impl Applier {
     }
 }
 
-/// The statement that records a chunk's progress in the snapshot table.
+/// Builds the statement that records a chunk's progress in the snapshot table.
 fn progress_statement(chunk: &CopyChunk, written: u64) -> String {
     let mut sql = format!(
         "UPDATE {} SET after_key = ",

@@ -10,7 +10,7 @@ use super::statement::{PlanError, TablePlan, quote_mysql_ident};
 use crate::journal::JournalRecord;
 use crate::schema::PgType;
 
-/// How a column's literal becomes a field.
+/// Form of a column's field in the load data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
     /// Written as it is: numbers, booleans and strings.
@@ -28,7 +28,7 @@ pub struct LoadData {
     pub statement: String,
     /// The lines, one per row.
     pub data: Vec<u8>,
-    /// Where each row's line ends in `data`, newline included.
+    /// End offset of each row's line in `data`, newline included.
     pub row_ends: Vec<usize>,
 }
 

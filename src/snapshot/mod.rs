@@ -51,7 +51,7 @@ pub enum SnapshotError {
     Interrupted,
 }
 
-/// What a copy needs from the running pipeline.
+/// Handles and settings that a copy or a verify run takes from the running pipeline.
 #[derive(Debug, Clone)]
 pub struct CopyContext {
     /// PostgreSQL to read from.

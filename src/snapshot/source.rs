@@ -40,7 +40,7 @@ pub enum SourceError {
     Malformed {
         /// The table.
         table: String,
-        /// What is wrong, without the value.
+        /// The problem, without the value.
         reason: String,
     },
     /// The table's key cannot be used to read it in chunks.
@@ -409,9 +409,9 @@ fn is_plain_number(text: &str) -> bool {
     let digits = text.strip_prefix('-').unwrap_or(text);
     !digits.is_empty()
         && digits.as_bytes()[0].is_ascii_digit()
-        && digits
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'e' || b == b'E' || b == b'+' || b == b'-')
+        && digits.bytes().all(|b| {
+            b.is_ascii_digit() || b == b'.' || b == b'e' || b == b'E' || b == b'+' || b == b'-'
+        })
 }
 
 /// Appends `text` as a JSON string.

@@ -159,7 +159,7 @@ pub struct TableReport {
     pub keys: Vec<DiffKey>,
     /// Whether more keys differ than are listed.
     pub keys_truncated: bool,
-    /// Why the table could not be compared.
+    /// Reason the table could not be compared.
     pub error: Option<String>,
     /// Duration in seconds.
     pub seconds: f64,
@@ -190,14 +190,15 @@ impl VerifyReport {
         self.tables.iter().map(|table| table.rows_compared).sum()
     }
 
-    /// Whether both sides are equal and every table could be compared.
+    /// Tells whether both sides are equal and every table could be compared.
     pub fn is_clean(&self) -> bool {
         self.tables
             .iter()
             .all(|table| table.differences() == 0 && table.error.is_none())
     }
 
-    /// The summary for `/status` and the metrics. Repaired rows no longer count as drift.
+    /// Returns the summary for `/status` and the metrics. Repaired rows no longer count as
+    /// drift.
     pub fn drift(&self) -> DriftStatus {
         DriftStatus {
             finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -333,7 +334,7 @@ impl TableRun<'_> {
             .collect()
     }
 
-    /// The select list of every written column in MySQL, and their positions.
+    /// Returns the MySQL select list of the columns at `positions`.
     fn mysql_columns(&self, positions: &[usize]) -> String {
         let norms = self.norms();
         positions

@@ -9,7 +9,7 @@
 use crate::apply::{TablePlan, quote_mysql_ident};
 use crate::schema::PgType;
 
-/// How a column's values are compared.
+/// Comparison rule of a column's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Norm {
     /// Text as it is: strings, dates and times, text forms.
