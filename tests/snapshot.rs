@@ -1,0 +1,492 @@
+//! Snapshots and verify: copying existing rows consistently with concurrent changes, resuming
+//! an interrupted copy, finding and repairing differences, the API routes and the periodic
+//! verify.
+
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use pg_to_mysql_sync::failpoint::{FAILPOINT_ENV, SNAPSHOT_FAILPOINTS};
+use rand::RngExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{Daemon, Databases, ITEMS_MYSQL, ITEMS_PG, Pipeline, items_equal, pg_connect};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// The snapshot progress table that the daemon keeps in MySQL.
+const PROGRESS_TABLE: &str = "pg_to_mysql_sync_snapshot";
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs a command and asserts that it exits 0.
+fn run_ok(pipeline: &Pipeline, args: &[&str]) -> Output {
+    let output = pipeline.run_cli(args);
+    assert!(
+        output.status.success(),
+        "{args:?} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(&output),
+        stderr(&output)
+    );
+    output
+}
+
+/// Runs `verify --json` with `extra` arguments; returns the exit code and the report. A
+/// failure shows the log of `daemon`, when the command went through one.
+fn verify_json(
+    pipeline: &Pipeline,
+    extra: &[&str],
+    daemon: Option<&Daemon>,
+) -> (Option<i32>, Value) {
+    let mut args = vec!["verify", "--json"];
+    args.extend_from_slice(extra);
+    let output = pipeline.run_cli(&args);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "{args:?} printed no JSON report ({error}), exit {:?}\nstdout:\n{}\nstderr:\n{}\n\
+             daemon log:\n{}",
+            output.status,
+            stdout(&output),
+            stderr(&output),
+            daemon.map(Daemon::log).unwrap_or_default()
+        )
+    });
+    (output.status.code(), report)
+}
+
+/// Returns the report of `table` from a verify report.
+fn table_report<'a>(report: &'a Value, table: &str) -> &'a Value {
+    report["tables"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the report has no table list: {report}"))
+        .iter()
+        .find(|entry| entry["table"] == table)
+        .unwrap_or_else(|| panic!("the report has no entry for {table}: {report}"))
+}
+
+/// Asserts that a table's report shows no difference and no error.
+fn assert_clean(entry: &Value) {
+    assert_eq!(entry["changed"], 0, "{entry}");
+    assert_eq!(entry["missing"], 0, "{entry}");
+    assert_eq!(entry["extra"], 0, "{entry}");
+    assert_eq!(entry["error"], Value::Null, "{entry}");
+    assert_eq!(entry["keys"], json!([]), "{entry}");
+}
+
+/// Returns the differing keys of a table's report as sorted (kind, key) pairs.
+fn listed_keys(entry: &Value) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> = entry["keys"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no key list: {entry}"))
+        .iter()
+        .map(|key| {
+            (
+                key["kind"].as_str().unwrap().to_string(),
+                key["key"].to_string(),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A row of the snapshot progress table.
+#[derive(Debug, Clone, PartialEq)]
+struct StoredProgress {
+    state: String,
+    after_key: Option<String>,
+    rows_copied: u64,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+async fn stored_progress(databases: &Databases, table: &str) -> Option<StoredProgress> {
+    let rows = databases
+        .mysql_rows(&format!(
+            "SELECT state, after_key, rows_copied, \
+             DATE_FORMAT(started_at, '%Y-%m-%d %H:%i:%s.%f'), \
+             DATE_FORMAT(finished_at, '%Y-%m-%d %H:%i:%s.%f') \
+             FROM {PROGRESS_TABLE} WHERE table_name = '{table}'"
+        ))
+        .await;
+    let row = rows.into_iter().next()?;
+    Some(StoredProgress {
+        state: row[0].clone().unwrap(),
+        after_key: row[1].clone(),
+        rows_copied: row[2].as_deref().unwrap().parse().unwrap(),
+        started_at: row[3].clone(),
+        finished_at: row[4].clone(),
+    })
+}
+
+/// Polls the progress table until `table` is in `state`.
+async fn wait_for_state(
+    databases: &Databases,
+    table: &str,
+    state: &str,
+    timeout: Duration,
+    daemon: &Daemon,
+) -> StoredProgress {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let progress = stored_progress(databases, table).await;
+        if let Some(progress) = &progress
+            && progress.state == state
+        {
+            return progress.clone();
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "the snapshot of {table} did not reach state {state} within {timeout:?}: \
+                 {progress:?}; log:\n{}",
+                daemon.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn mysql_execute(databases: &Databases, sql: &str) {
+    databases.mysql().await.query_drop(sql).await.unwrap();
+}
+
+async fn mysql_count(databases: &Databases, table: &str, filter: &str) -> i64 {
+    let rows = databases
+        .mysql_rows(&format!("SELECT COUNT(*) FROM {table} WHERE {filter}"))
+        .await;
+    rows[0][0].as_deref().unwrap().parse().unwrap()
+}
+
+/// Count, sums and a checksum over every column of `items`, written so that both servers
+/// return the same text for the same rows.
+const ITEMS_PG_CHECKSUM: &str = "SELECT count(*)::text, coalesce(sum(id), 0)::text, \
+     coalesce(sum(qty), 0)::text, coalesce(sum(price), 0)::text, \
+     coalesce(sum(('x' || substr(md5(concat_ws('|', id::text, coalesce(name, '<null>'), \
+     coalesce(qty::text, '<null>'), coalesce(price::text, '<null>'), \
+     coalesce(to_char(updated AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), '<null>'))), \
+     1, 8))::bit(32)::bigint), 0)::text FROM items";
+const ITEMS_MYSQL_CHECKSUM: &str = "SELECT COUNT(*), COALESCE(SUM(id), 0), \
+     COALESCE(SUM(qty), 0), COALESCE(SUM(price), 0), \
+     COALESCE(SUM(CAST(CONV(SUBSTR(MD5(CONCAT_WS('|', id, COALESCE(name, '<null>'), \
+     COALESCE(qty, '<null>'), COALESCE(price, '<null>'), \
+     COALESCE(DATE_FORMAT(updated, '%Y-%m-%d %H:%i:%s.%f'), '<null>'))), 1, 8), 16, 10) \
+     AS UNSIGNED)), 0) FROM items";
+
+/// Rows in the large snapshot test, written to PostgreSQL before setup.
+const LARGE_TABLE_ROWS: i64 = 1_000_000;
+
+/// Changes `items` in small transactions until `stop` is set, and counts the committed
+/// ones in `committed`. Each transaction inserts a new key, updates a random existing row
+/// and a range of rows, deletes one row and moves another to a new key. The keys are drawn
+/// from the whole table, so they fall before and after the chunk being copied.
+async fn write_during_copy(
+    url: String,
+    writer: i64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    committed: Arc<AtomicU64>,
+) {
+    let client = pg_connect(&url).await;
+    // Each writer has its own range of new keys, above the generated ones.
+    let mut next_id = (writer + 2) * LARGE_TABLE_ROWS;
+    let mut failed = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let (updated, range, deleted) = {
+            let mut rng = rand::rng();
+            (
+                rng.random_range(1..=LARGE_TABLE_ROWS),
+                rng.random_range(1..=LARGE_TABLE_ROWS),
+                rng.random_range(1..LARGE_TABLE_ROWS),
+            )
+        };
+        next_id += 2;
+        let sql = format!(
+            "BEGIN;
+             INSERT INTO items VALUES ({next_id}, 'new', 1, 1.5, now());
+             UPDATE items SET qty = qty + 1, name = 'updated', updated = now() WHERE id = {updated};
+             UPDATE items SET price = price + 1 WHERE id BETWEEN {range} AND {range} + 4;
+             DELETE FROM items WHERE id = {deleted};
+             UPDATE items SET id = {next_id} + 1 WHERE id = {deleted} + 1;
+             COMMIT"
+        );
+        match client.batch_execute(&sql).await {
+            Ok(()) => {
+                committed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                // Two writers can deadlock on overlapping ranges; PostgreSQL aborts one.
+                let _ = client.batch_execute("ROLLBACK").await;
+                failed += 1;
+                assert!(failed < 50, "writer {writer} keeps failing: {error}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_snapshot_with_concurrent_writes() {
+    let databases = Databases::create("snaplarge").await;
+    databases.create_tables(ITEMS_PG, ITEMS_MYSQL).await;
+    databases
+        .pg()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO items SELECT g, 'item ' || g, g % 1000, g * 0.25, \
+             timestamptz '2024-01-01 00:00:00+00' + g * interval '1.000001 second' \
+             FROM generate_series(1, {LARGE_TABLE_ROWS}) g;
+             ANALYZE items"
+        ))
+        .await
+        .unwrap();
+    let mut pipeline = Pipeline::new(&databases, "public.items");
+    let api = pipeline.enable_api();
+    let output = run_ok(&pipeline, &["setup"]);
+    assert!(
+        stdout(&output).contains("newly captured: public.items"),
+        "{}",
+        stdout(&output)
+    );
+    let pending = stored_progress(&databases, "public.items").await.unwrap();
+    assert_eq!(pending.state, "pending");
+
+    // The daemon copies the pending table at start while the writers change it.
+    let started = Instant::now();
+    let mut daemon = pipeline.start();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|writer| {
+            tokio::spawn(write_during_copy(
+                databases.pg_url.clone(),
+                writer,
+                stop.clone(),
+                committed.clone(),
+            ))
+        })
+        .collect();
+    let copying = wait_for_state(
+        &databases,
+        "public.items",
+        "copying",
+        Duration::from_secs(30),
+        &daemon,
+    )
+    .await;
+    let committed_at_start = committed.load(Ordering::Relaxed);
+    let done = wait_for_state(
+        &databases,
+        "public.items",
+        "done",
+        Duration::from_secs(150),
+        &daemon,
+    )
+    .await;
+    let committed_during_copy = committed.load(Ordering::Relaxed) - committed_at_start;
+    let copy_seconds = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    eprintln!(
+        "snapshot of {LARGE_TABLE_ROWS} rows done after {copy_seconds:.1} s, with \
+         {committed_during_copy} writer transactions during the copy"
+    );
+    assert!(
+        committed_during_copy >= 20,
+        "only {committed_during_copy} writer transactions committed during the copy"
+    );
+    assert!(copying.started_at.is_some(), "{copying:?}");
+    assert_eq!(done.started_at, copying.started_at);
+    assert!(done.finished_at.is_some(), "{done:?}");
+    // Rows left to the changes are not counted. Each writer transaction adds at most two
+    // keys, which the copy reaches when they lie after its position.
+    let committed_total = committed.load(Ordering::Relaxed);
+    assert!(
+        done.rows_copied > LARGE_TABLE_ROWS as u64 * 9 / 10,
+        "{done:?}"
+    );
+    assert!(
+        done.rows_copied <= LARGE_TABLE_ROWS as u64 + 2 * committed_total,
+        "{done:?}, {committed_total} writer transactions"
+    );
+    assert!(
+        daemon.log().contains("snapshot finished"),
+        "{}",
+        daemon.log()
+    );
+
+    let sums = databases
+        .wait_until_equal(ITEMS_PG_CHECKSUM, ITEMS_MYSQL_CHECKSUM, CONVERGE)
+        .await;
+    let pg_count: u64 = sums[0][0].as_deref().unwrap().parse().unwrap();
+    // Every committed transaction inserted one new row and deleted at most one old one.
+    assert!(pg_count >= LARGE_TABLE_ROWS as u64, "{sums:?}");
+    assert!(
+        pg_count <= LARGE_TABLE_ROWS as u64 + committed_total,
+        "{sums:?}"
+    );
+
+    // Verify runs inside the daemon, through its API.
+    let verify_started = Instant::now();
+    let (code, report) = verify_json(&pipeline, &[], Some(&daemon));
+    eprintln!(
+        "verify of {pg_count} rows took {:.1} s",
+        verify_started.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, Some(0), "{report}");
+    let entry = table_report(&report, "public.items");
+    assert_clean(entry);
+    assert_eq!(entry["rows_compared"], pg_count, "{entry}");
+    assert_eq!(entry["mysql_rows"], pg_count, "{entry}");
+    let status = api.call(Method::GET, "/status", None).await.1;
+    assert_eq!(status["drift"]["tables"][0]["differences"], 0, "{status}");
+
+    assert!(daemon.stop().success(), "{}", daemon.log());
+    databases.drop_all().await;
+}
+
+/// Rows of the resume test: 30 chunks of 100.
+const RESUME_ROWS: i64 = 3000;
+
+/// Reads the `resumed_rows` field of the "snapshot started" log line of `table`.
+fn resumed_rows(log: &str, table: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|line| line.contains("snapshot started") && line.contains(&format!("table={table}")))
+        .unwrap_or_else(|| panic!("no \"snapshot started\" line for {table} in:\n{log}"));
+    let value = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("resumed_rows="))
+        .unwrap_or_else(|| panic!("no resumed_rows field in {line:?}"));
+    value.parse().unwrap()
+}
+
+/// Crashes the offline `snapshot` command at each crash point, changes PostgreSQL while it
+/// is down, and runs it again. The copy resumes when a chunk was committed and starts over
+/// when none was, and it ends equal to PostgreSQL either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_snapshot_resumes_after_crash() {
+    let databases = Databases::create("snapresume").await;
+    databases.create_tables(ITEMS_PG, ITEMS_MYSQL).await;
+    let pg = databases.pg().await;
+    pg.batch_execute(&format!(
+        "INSERT INTO items SELECT g, 'item ' || g, g, g * 0.5, now() \
+         FROM generate_series(1, {RESUME_ROWS}) g"
+    ))
+    .await
+    .unwrap();
+    let mut pipeline = Pipeline::new(&databases, "public.items");
+    pipeline.set("SNAPSHOT_CHUNK_ROWS", "100");
+    pipeline.setup();
+
+    for (round, point) in SNAPSHOT_FAILPOINTS.iter().enumerate() {
+        let round = round as i64;
+        pipeline.set(FAILPOINT_ENV, point);
+        let output = pipeline.run_cli(&["snapshot"]);
+        assert!(!output.status.success(), "{point}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(&format!("failpoint {point} reached")),
+            "{point}: {}",
+            stderr(&output)
+        );
+        let crashed = stored_progress(&databases, "public.items").await.unwrap();
+        assert_eq!(crashed.state, "copying", "{point}");
+        let copied = mysql_count(&databases, "items", "TRUE").await;
+        if *point == "snapshot-after-commit" {
+            // The first chunk and its progress were committed together.
+            assert_eq!(crashed.after_key.as_deref(), Some("[100]"), "{point}");
+            assert_eq!(crashed.rows_copied, 100, "{point}");
+            assert_eq!(copied, 100, "{point}");
+        } else {
+            // Emptied, and no chunk committed: the next run has nothing to resume from.
+            assert_eq!(crashed.after_key, None, "{point}");
+            assert_eq!(crashed.rows_copied, 0, "{point}");
+            assert_eq!(copied, 0, "{point}");
+        }
+
+        // Changes while nothing runs, on both sides of the copied range. They reach MySQL
+        // through the journal when the snapshot runs again.
+        pg.batch_execute(&format!(
+            "UPDATE items SET name = 'round {round}', updated = now() WHERE id BETWEEN 90 AND 120;
+             DELETE FROM items WHERE id IN ({0}, {1});
+             INSERT INTO items VALUES ({2}, 'new', 1, 1, now()), ({3}, 'new', 1, 1, now());
+             UPDATE items SET id = {4} WHERE id = {5};",
+            40 + round,
+            2000 + round,
+            10 + round * 10_000 + 100_000,
+            -(round + 1),
+            round + 200_000,
+            1500 + round,
+        ))
+        .await
+        .unwrap();
+        // A row only MySQL has, before the copied range: a run that starts over removes it,
+        // and a run that resumes leaves it.
+        mysql_execute(
+            &databases,
+            "INSERT INTO items VALUES (-1000, 'marker', 0, 0, NULL)",
+        )
+        .await;
+
+        pipeline.env.retain(|(key, _)| key != FAILPOINT_ENV);
+        let output = run_ok(&pipeline, &["snapshot"]);
+        let log = stderr(&output);
+        let summary: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        let marker = mysql_count(&databases, "items", "id = -1000").await;
+        let finished = stored_progress(&databases, "public.items").await.unwrap();
+        assert_eq!(finished.state, "done", "{point}");
+        assert!(finished.finished_at.is_some(), "{point}");
+        if *point == "snapshot-after-commit" {
+            assert_eq!(resumed_rows(&log, "public.items"), 100, "{point}: {log}");
+            assert_eq!(
+                marker, 1,
+                "{point}: the resumed copy emptied the table again"
+            );
+            assert_eq!(finished.started_at, crashed.started_at, "{point}");
+            // The summary counts the 100 rows of the crashed run, and the second run read
+            // only the rows after them: it copied each one or left it to a newer change.
+            let after_first_chunk: u64 = databases
+                .pg_rows("SELECT count(*) FROM items WHERE id > 100")
+                .await[0][0]
+                .as_deref()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let entry = &summary["tables"][0];
+            assert_eq!(
+                entry["rows"].as_u64().unwrap() + entry["skipped_rows"].as_u64().unwrap(),
+                100 + after_first_chunk,
+                "{point}: {summary}"
+            );
+            let (code, report) = verify_json(&pipeline, &[], None);
+            assert_eq!(code, Some(1), "{point}: {report}");
+            let entry = table_report(&report, "public.items");
+            assert_eq!(
+                listed_keys(entry),
+                vec![("extra".to_string(), "[-1000]".to_string())],
+                "{point}"
+            );
+            mysql_execute(&databases, "DELETE FROM items WHERE id = -1000").await;
+        } else {
+            assert_eq!(resumed_rows(&log, "public.items"), 0, "{point}: {log}");
+            assert_eq!(marker, 0, "{point}: the new copy did not empty the table");
+        }
+        let rows = items_equal(&databases, Duration::from_secs(5)).await;
+        // Each round deletes two rows and inserts two.
+        assert_eq!(rows.len() as i64, RESUME_ROWS, "{point}");
+        let (code, report) = verify_json(&pipeline, &[], None);
+        assert_eq!(code, Some(0), "{point}: {report}");
+        assert_clean(table_report(&report, "public.items"));
+    }
+    databases.drop_all().await;
+}
