@@ -490,3 +490,234 @@ async fn interrupted_snapshot_resumes_after_crash() {
     }
     databases.drop_all().await;
 }
+
+const DOCS_PG: &str = "CREATE TABLE docs (id integer PRIMARY KEY, name text, \
+     qty integer, at timestamptz)";
+const DOCS_MYSQL: &str = "CREATE TABLE docs (id INT PRIMARY KEY, name LONGTEXT, qty INT, \
+     at DATETIME(6)) ENGINE=InnoDB";
+const DOCS_PG_SELECT: &str = "SELECT id::text, name, qty::text, \
+     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM docs ORDER BY id";
+const DOCS_MYSQL_SELECT: &str = "SELECT id, name, qty, \
+     DATE_FORMAT(at, '%Y-%m-%d %H:%i:%s.%f') FROM docs ORDER BY id";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_lists_and_repairs_differences() {
+    let databases = Databases::create("verifydiff").await;
+    databases.create_tables(DOCS_PG, DOCS_MYSQL).await;
+    databases
+        .pg()
+        .await
+        .batch_execute(
+            "INSERT INTO docs VALUES
+               (1, 'one', 1, '2024-01-01 00:00:00+00'),
+               (2, 'two', 2, '2024-01-01 00:00:00+00'),
+               (3, NULL, 3, '2024-01-01 00:00:00+00'),
+               (4, '', 4, '2024-01-01 00:00:00+00'),
+               (5, 'five', 5, '2024-01-01 00:00:00.000001+00'),
+               (6, 'six', 6, '2024-01-01 00:00:00+00'),
+               (7, 'seven', NULL, NULL),
+               (8, '', NULL, '1999-12-31 23:59:59.999999+00');",
+        )
+        .await
+        .unwrap();
+    let pipeline = Pipeline::new(&databases, "public.docs");
+    run_ok(&pipeline, &["setup"]);
+    let output = run_ok(&pipeline, &["snapshot", "public.docs"]);
+    let summary: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(summary["tables"][0]["rows"], 8, "{summary}");
+    databases
+        .wait_until_equal(DOCS_PG_SELECT, DOCS_MYSQL_SELECT, Duration::from_secs(5))
+        .await;
+    let (code, report) = verify_json(&pipeline, &[], None);
+    assert_eq!(code, Some(0), "{report}");
+    assert_clean(table_report(&report, "public.docs"));
+
+    // One difference of each kind, made directly in MySQL.
+    for sql in [
+        "UPDATE docs SET qty = 10 WHERE id = 1",
+        "DELETE FROM docs WHERE id = 2",
+        "INSERT INTO docs VALUES (100, 'only in MySQL', 0, NULL)",
+        "UPDATE docs SET name = '' WHERE id = 3",
+        "UPDATE docs SET name = NULL WHERE id = 4",
+        "UPDATE docs SET at = '2024-01-01 00:00:00.000002' WHERE id = 5",
+        "UPDATE docs SET at = '2024-01-01 00:00:00.000001' WHERE id = 6",
+    ] {
+        mysql_execute(&databases, sql).await;
+    }
+    let expected: Vec<(String, String)> = [
+        ("changed", "[1]"),
+        ("changed", "[3]"),
+        ("changed", "[4]"),
+        ("changed", "[5]"),
+        ("changed", "[6]"),
+        ("extra", "[100]"),
+        ("missing", "[2]"),
+    ]
+    .iter()
+    .map(|(kind, key)| (kind.to_string(), key.to_string()))
+    .collect();
+
+    let (code, report) = verify_json(&pipeline, &[], None);
+    assert_eq!(code, Some(1), "{report}");
+    let entry = table_report(&report, "public.docs");
+    assert_eq!(listed_keys(entry), expected, "{entry}");
+    assert_eq!(entry["changed"], 5, "{entry}");
+    assert_eq!(entry["missing"], 1, "{entry}");
+    assert_eq!(entry["extra"], 1, "{entry}");
+    assert_eq!(entry["in_flight"], 0, "{entry}");
+    assert_eq!(entry["repaired"], 0, "{entry}");
+    assert_eq!(entry["rows_compared"], 8, "{entry}");
+    assert_eq!(entry["mysql_rows"], 8, "{entry}");
+    assert_eq!(entry["keys_truncated"], false, "{entry}");
+    assert_eq!(entry["error"], Value::Null, "{entry}");
+
+    // The text report names the keys, and the exit message the count.
+    let output = pipeline.run_cli(&["verify"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("missing key [2]"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stdout(&output).contains("extra key [100]"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        stderr(&output).contains("7 rows differ between PostgreSQL and MySQL"),
+        "{}",
+        stderr(&output)
+    );
+
+    // --max-keys limits the list but not the counts.
+    let (code, report) = verify_json(&pipeline, &["--max-keys", "2"], None);
+    assert_eq!(code, Some(1), "{report}");
+    let entry = table_report(&report, "public.docs");
+    assert_eq!(entry["keys"].as_array().unwrap().len(), 2, "{entry}");
+    assert_eq!(entry["keys_truncated"], true, "{entry}");
+    assert_eq!(entry["changed"], 5, "{entry}");
+
+    let (code, report) = verify_json(&pipeline, &["--repair"], None);
+    assert_eq!(code, Some(0), "{report}");
+    let entry = table_report(&report, "public.docs");
+    assert_eq!(listed_keys(entry), expected, "{entry}");
+    assert_eq!(entry["repaired"], 7, "{entry}");
+
+    let (code, report) = verify_json(&pipeline, &[], None);
+    assert_eq!(code, Some(0), "{report}");
+    let entry = table_report(&report, "public.docs");
+    assert_clean(entry);
+    assert_eq!(entry["repaired"], 0, "{entry}");
+    assert_eq!(entry["mysql_rows"], 8, "{entry}");
+    let rows = databases
+        .wait_until_equal(DOCS_PG_SELECT, DOCS_MYSQL_SELECT, Duration::from_secs(1))
+        .await;
+    assert_eq!(rows.len(), 8);
+    databases.drop_all().await;
+}
+
+const EVENTS_PG: &str =
+    "CREATE TABLE events (kind text, amount numeric(10,2), at timestamptz, note text)";
+const EVENTS_PG_SELECT: &str = "SELECT kind, amount::text, \
+     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), note FROM events \
+     ORDER BY kind COLLATE \"C\", events.amount NULLS FIRST, note COLLATE \"C\" NULLS FIRST, \
+     events.at NULLS FIRST";
+const EVENTS_MYSQL_SELECT: &str = "SELECT kind, amount, DATE_FORMAT(at, '%Y-%m-%d %H:%i:%s.%f'), \
+     note FROM events ORDER BY kind, amount, note, at";
+
+/// Inserts rows into `events` one transaction at a time, so that some wait for the lock
+/// of a running copy.
+async fn insert_events(url: String, count: u32) {
+    let client = pg_connect(&url).await;
+    for index in 0..count {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO events VALUES ('write', {index}, now(), NULL)"
+            ))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_table_snapshot_and_verify() {
+    let databases = Databases::create("snapkeyless").await;
+    databases.create_tables(EVENTS_PG, "").await;
+    databases
+        .pg()
+        .await
+        .batch_execute(
+            "INSERT INTO events VALUES
+               ('click', 1.50, '2024-01-01 00:00:00+00', NULL),
+               ('click', 1.50, '2024-01-01 00:00:00+00', NULL),
+               ('click', 1.50, '2024-01-01 00:00:00+00', NULL),
+               ('view', NULL, NULL, 'same'),
+               ('view', NULL, NULL, 'same'),
+               ('view', 2.00, '2024-01-02 00:00:00.000001+00', '');
+             INSERT INTO events SELECT 'bulk', g % 7, NULL, NULL FROM generate_series(1, 2000) g;",
+        )
+        .await
+        .unwrap();
+    let mut pipeline = Pipeline::new(&databases, "public.events");
+    pipeline.set("KEYLESS_TABLES", "public.events");
+    let output = run_ok(&pipeline, &["setup", "--create-tables"]);
+    assert!(
+        stdout(&output).contains("newly captured: public.events"),
+        "{}",
+        stdout(&output)
+    );
+
+    // The daemon copies the table at start while rows keep arriving.
+    let mut daemon = pipeline.start();
+    let writer = tokio::spawn(insert_events(databases.pg_url.clone(), 200));
+    let done = wait_for_state(&databases, "public.events", "done", CONVERGE, &daemon).await;
+    writer.await.unwrap();
+    let rows = databases
+        .wait_until_equal(EVENTS_PG_SELECT, EVENTS_MYSQL_SELECT, CONVERGE)
+        .await;
+    assert_eq!(rows.len(), 2206);
+    assert!(done.rows_copied >= 2006, "{done:?}");
+    assert!(daemon.stop().success(), "{}", daemon.log());
+
+    let (code, report) = verify_json(&pipeline, &[], None);
+    assert_eq!(code, Some(0), "{report}");
+    let entry = table_report(&report, "public.events");
+    assert_clean(entry);
+    assert_eq!(entry["rows_compared"], 2206, "{entry}");
+    assert_eq!(entry["mysql_rows"], 2206, "{entry}");
+
+    // One of three identical rows goes, and one of two gets a twin.
+    mysql_execute(
+        &databases,
+        "DELETE FROM events WHERE kind = 'click' LIMIT 1",
+    )
+    .await;
+    mysql_execute(
+        &databases,
+        "INSERT INTO events VALUES ('view', NULL, NULL, 'same')",
+    )
+    .await;
+    let (code, report) = verify_json(&pipeline, &[], None);
+    assert_eq!(code, Some(1), "{report}");
+    let entry = table_report(&report, "public.events");
+    assert_eq!(entry["changed"], 2, "{entry}");
+    assert_eq!(entry["rows_compared"], 2206, "{entry}");
+    assert_eq!(entry["mysql_rows"], 2206, "{entry}");
+
+    let (code, report) = verify_json(&pipeline, &["--repair"], None);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(table_report(&report, "public.events")["repaired"], 2206);
+    let (code, report) = verify_json(&pipeline, &[], None);
+    assert_eq!(code, Some(0), "{report}");
+    assert_clean(table_report(&report, "public.events"));
+    databases
+        .wait_until_equal(
+            EVENTS_PG_SELECT,
+            EVENTS_MYSQL_SELECT,
+            Duration::from_secs(1),
+        )
+        .await;
+    databases.drop_all().await;
+}
