@@ -308,7 +308,7 @@ async fn large_snapshot_with_concurrent_writes() {
     assert!(copying.started_at.is_some(), "{copying:?}");
     assert_eq!(done.started_at, copying.started_at);
     assert!(done.finished_at.is_some(), "{done:?}");
-    // Rows left to the changes are not counted. Each writer transaction adds at most two
+    // Rows that changes wrote during the copy are skipped and not counted. Each writer transaction adds at most two
     // keys, which the copy reaches when they lie after its position.
     let committed_total = committed.load(Ordering::Relaxed);
     assert!(
@@ -408,7 +408,7 @@ async fn interrupted_snapshot_resumes_after_crash() {
             assert_eq!(crashed.rows_copied, 100, "{point}");
             assert_eq!(copied, 100, "{point}");
         } else {
-            // Emptied, and no chunk committed: the next run has nothing to resume from.
+            // The table was emptied and no chunk committed, so the next run starts over.
             assert_eq!(crashed.after_key, None, "{point}");
             assert_eq!(crashed.rows_copied, 0, "{point}");
             assert_eq!(copied, 0, "{point}");
@@ -430,8 +430,8 @@ async fn interrupted_snapshot_resumes_after_crash() {
         ))
         .await
         .unwrap();
-        // A row only MySQL has, before the copied range: a run that starts over removes it,
-        // and a run that resumes leaves it.
+        // A row only MySQL has, placed before the copied range. A run that starts over
+        // removes it, and a run that resumes leaves it.
         mysql_execute(
             &databases,
             "INSERT INTO items VALUES (-1000, 'marker', 0, 0, NULL)",
@@ -453,8 +453,8 @@ async fn interrupted_snapshot_resumes_after_crash() {
                 "{point}: the resumed copy emptied the table again"
             );
             assert_eq!(finished.started_at, crashed.started_at, "{point}");
-            // The summary counts the 100 rows of the crashed run, and the second run read
-            // only the rows after them: it copied each one or left it to a newer change.
+            // The summary counts the 100 rows of the crashed run. The second run read only
+            // the rows after them, and it copied each one or left it to a newer change.
             let after_first_chunk: u64 = databases
                 .pg_rows("SELECT count(*) FROM items WHERE id > 100")
                 .await[0][0]
@@ -496,9 +496,9 @@ const DOCS_PG: &str = "CREATE TABLE docs (id integer PRIMARY KEY, name text, \
 const DOCS_MYSQL: &str = "CREATE TABLE docs (id INT PRIMARY KEY, name LONGTEXT, qty INT, \
      at DATETIME(6)) ENGINE=InnoDB";
 const DOCS_PG_SELECT: &str = "SELECT id::text, name, qty::text, \
-     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM docs ORDER BY id";
+     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM docs ORDER BY docs.id";
 const DOCS_MYSQL_SELECT: &str = "SELECT id, name, qty, \
-     DATE_FORMAT(at, '%Y-%m-%d %H:%i:%s.%f') FROM docs ORDER BY id";
+     DATE_FORMAT(at, '%Y-%m-%d %H:%i:%s.%f') FROM docs ORDER BY docs.id";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_lists_and_repairs_differences() {
@@ -719,5 +719,127 @@ async fn keyless_table_snapshot_and_verify() {
             Duration::from_secs(1),
         )
         .await;
+    databases.drop_all().await;
+}
+
+const EXTRAS_PG: &str = "CREATE TABLE extras (id integer PRIMARY KEY, label text)";
+const EXTRAS_MYSQL: &str = "CREATE TABLE extras (id INT PRIMARY KEY, label LONGTEXT) ENGINE=InnoDB";
+const EXTRAS_PG_SELECT: &str = "SELECT id::text, label FROM extras ORDER BY extras.id";
+const EXTRAS_MYSQL_SELECT: &str = "SELECT id, label FROM extras ORDER BY extras.id";
+
+/// Adding a table to SYNC_TABLES and running setup again requests a snapshot of that table
+/// only. The daemon copies it at the next start in the automatic mode, not in the manual
+/// one, and leaves the table copied before alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_again_snapshots_only_new_table() {
+    let databases = Databases::create("snapnew").await;
+    databases
+        .create_tables(
+            &format!("{ITEMS_PG}; {EXTRAS_PG}"),
+            &format!("{ITEMS_MYSQL}; {EXTRAS_MYSQL}"),
+        )
+        .await;
+    let pg = databases.pg().await;
+    pg.batch_execute(
+        "INSERT INTO items SELECT g, 'item ' || g, g, g, now() FROM generate_series(1, 50) g;
+         INSERT INTO extras SELECT g, 'extra ' || g FROM generate_series(1, 300) g;",
+    )
+    .await
+    .unwrap();
+
+    let mut pipeline = Pipeline::new(&databases, "public.items");
+    let output = run_ok(&pipeline, &["setup"]);
+    assert!(
+        stdout(&output).contains("newly captured: public.items."),
+        "{}",
+        stdout(&output)
+    );
+    let mut daemon = pipeline.start();
+    let copied = wait_for_state(&databases, "public.items", "done", CONVERGE, &daemon).await;
+    assert_eq!(copied.rows_copied, 50);
+    items_equal(&databases, CONVERGE).await;
+    assert!(daemon.stop().success(), "{}", daemon.log());
+    assert_eq!(stored_progress(&databases, "public.extras").await, None);
+
+    // A row only MySQL has, which a new copy of items would remove.
+    mysql_execute(
+        &databases,
+        "INSERT INTO items VALUES (-1, 'marker', 0, 0, NULL)",
+    )
+    .await;
+    pipeline.set("SYNC_TABLES", "public.items,public.extras");
+    let output = run_ok(&pipeline, &["setup"]);
+    let printed = stdout(&output);
+    let newly = printed
+        .lines()
+        .find(|line| line.starts_with("newly captured:"))
+        .unwrap_or_else(|| panic!("no newly captured tables in:\n{printed}"));
+    assert!(
+        newly.starts_with("newly captured: public.extras."),
+        "{newly}"
+    );
+    assert!(!newly.contains("public.items"), "{newly}");
+    assert_eq!(
+        stored_progress(&databases, "public.items").await,
+        Some(copied.clone())
+    );
+    assert_eq!(
+        stored_progress(&databases, "public.extras")
+            .await
+            .unwrap()
+            .state,
+        "pending"
+    );
+    // Changes captured after setup reach MySQL through the journal, next to the copy.
+    pg.batch_execute(
+        "UPDATE extras SET label = 'changed' WHERE id <= 10;
+         DELETE FROM extras WHERE id = 300;
+         INSERT INTO extras VALUES (301, 'new');",
+    )
+    .await
+    .unwrap();
+
+    // The manual mode only logs the pending table.
+    pipeline.set("MODE", "manual");
+    pipeline.enable_api();
+    let mut daemon = pipeline.start();
+    daemon
+        .wait_for_log("wait for a snapshot", Duration::from_secs(30))
+        .await;
+    assert!(daemon.log().contains("public.extras"), "{}", daemon.log());
+    assert!(daemon.stop().success(), "{}", daemon.log());
+    assert_eq!(mysql_count(&databases, "extras", "TRUE").await, 0);
+    assert_eq!(
+        stored_progress(&databases, "public.extras")
+            .await
+            .unwrap()
+            .state,
+        "pending"
+    );
+
+    pipeline.set("MODE", "automatic");
+    pipeline.set("API", "off");
+    let mut daemon = pipeline.start();
+    let extras = wait_for_state(&databases, "public.extras", "done", CONVERGE, &daemon).await;
+    let rows = databases
+        .wait_until_equal(EXTRAS_PG_SELECT, EXTRAS_MYSQL_SELECT, CONVERGE)
+        .await;
+    assert_eq!(rows.len(), 300);
+    assert!(
+        extras.rows_copied > 0 && extras.rows_copied <= 300,
+        "{extras:?}"
+    );
+    assert!(daemon.stop().success(), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(
+        !log.lines()
+            .any(|line| line.contains("snapshot started") && line.contains("table=public.items")),
+        "items was copied again: {log}"
+    );
+    assert_eq!(mysql_count(&databases, "items", "id = -1").await, 1);
+    assert_eq!(
+        stored_progress(&databases, "public.items").await,
+        Some(copied)
+    );
     databases.drop_all().await;
 }
