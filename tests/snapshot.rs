@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use pg_to_mysql_sync::failpoint::{FAILPOINT_ENV, SNAPSHOT_FAILPOINTS};
 use rand::RngExt;
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{Daemon, Databases, ITEMS_MYSQL, ITEMS_PG, Pipeline, items_equal, pg_connect};
@@ -841,5 +841,213 @@ async fn setup_again_snapshots_only_new_table() {
         stored_progress(&databases, "public.items").await,
         Some(copied)
     );
+    databases.drop_all().await;
+}
+
+/// Returns the value of the metric sample whose line starts with `name_and_labels`.
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(name_and_labels)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+async fn get_metrics(api: &crate::support::ApiAccess) -> String {
+    let token = api.token().await;
+    let response = api
+        .client()
+        .get(api.url("/metrics"))
+        .header("x-api-key", &api.api_key)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_routes_and_periodic_verify() {
+    let databases = Databases::create("snapapi").await;
+    databases.create_tables(ITEMS_PG, ITEMS_MYSQL).await;
+    databases
+        .pg()
+        .await
+        .batch_execute(
+            "INSERT INTO items SELECT g, 'item ' || g, g, g * 0.5, now() \
+             FROM generate_series(1, 1000) g",
+        )
+        .await
+        .unwrap();
+    let mut pipeline = Pipeline::new(&databases, "public.items");
+    pipeline.set("VERIFY_INTERVAL", "10");
+    pipeline.set("SNAPSHOT_CHUNK_ROWS", "100");
+    // No snapshot is pending, so the API starts the only one.
+    pipeline.setup();
+    let api = pipeline.enable_api();
+    let mut daemon = pipeline.start();
+    api.wait_until_up(&daemon).await;
+
+    let (status, body) = api.call(Method::GET, "/snapshot", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({ "running": false, "tables": [] }));
+
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/snapshot",
+            Some(json!({ "tables": ["public.not_synced"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("public.not_synced"),
+        "{body}"
+    );
+
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/snapshot",
+            Some(json!({ "tables": ["public.items"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body, json!({ "tables": ["public.items"] }));
+    let deadline = Instant::now() + CONVERGE;
+    let body = loop {
+        let (status, body) = api.call(Method::GET, "/snapshot", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["running"] == false {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{body}\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let tables = body["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 1, "{body}");
+    assert_eq!(tables[0]["table"], "public.items", "{body}");
+    assert_eq!(tables[0]["state"], "done", "{body}");
+    assert_eq!(tables[0]["rows_copied"], 1000, "{body}");
+    assert_eq!(tables[0]["error"], Value::Null, "{body}");
+    items_equal(&databases, CONVERGE).await;
+
+    let (_, status) = api.call(Method::GET, "/status", None).await;
+    assert_eq!(status["snapshots"][0]["table"], "public.items", "{status}");
+    assert_eq!(status["snapshots"][0]["state"], "done", "{status}");
+    let metrics = get_metrics(&api).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "pg_to_mysql_sync_snapshot_rows_copied{table=\"public.items\"}"
+        ),
+        Some(1000.0),
+        "{metrics}"
+    );
+
+    // The command line goes through the daemon too, and waits for the copy.
+    let output = run_ok(&pipeline, &["snapshot", "public.items"]);
+    let printed: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(printed[0]["state"], "done", "{printed}");
+    assert_eq!(printed[0]["rows_copied"], 1000, "{printed}");
+    let output = pipeline.run_cli(&["snapshot", "public.not_synced"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("400"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("public.not_synced"),
+        "{}",
+        stderr(&output)
+    );
+
+    let (status, report) = api.call(Method::POST, "/verify", None).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let entry = table_report(&report, "public.items");
+    assert_clean(entry);
+    assert_eq!(entry["rows_compared"], 1000, "{entry}");
+    for body in [
+        json!({ "tables": ["public.not_synced"] }),
+        json!({ "max_keys": 10_001 }),
+        json!({ "repair": "yes" }),
+    ] {
+        let (status, response) = api.call(Method::POST, "/verify", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {response}");
+    }
+    let (_, status) = api.call(Method::GET, "/status", None).await;
+    let clean_run = status["drift"]["finished_at"].clone();
+    assert!(clean_run.is_string(), "{status}");
+    assert_eq!(status["drift"]["tables"][0]["differences"], 0, "{status}");
+
+    // Only the periodic verify runs from now on, so it is what finds this.
+    mysql_execute(&databases, "UPDATE items SET qty = -5 WHERE id = 7").await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let drift = loop {
+        let (_, status) = api.call(Method::GET, "/status", None).await;
+        let drift = status["drift"].clone();
+        if drift["finished_at"] != clean_run && drift["tables"][0]["differences"] == 1 {
+            break drift;
+        }
+        assert!(Instant::now() < deadline, "{status}\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(drift["tables"][0]["table"], "public.items", "{drift}");
+    assert_eq!(drift["tables"][0]["rows_compared"], 1000, "{drift}");
+    assert_eq!(drift["tables"][0]["error"], Value::Null, "{drift}");
+    let metrics = get_metrics(&api).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "pg_to_mysql_sync_verify_differences{table=\"public.items\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "pg_to_mysql_sync_verify_rows_compared{table=\"public.items\"}"
+        ),
+        Some(1000.0),
+        "{metrics}"
+    );
+    let last_run = metric(
+        &metrics,
+        "pg_to_mysql_sync_verify_last_run_timestamp_seconds",
+    )
+    .unwrap_or_else(|| panic!("no last-run metric in:\n{metrics}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - last_run).abs() < 60.0, "{last_run} against {now}");
+    assert!(
+        daemon
+            .log()
+            .contains("periodic verify found rows that differ"),
+        "{}",
+        daemon.log()
+    );
+
+    let (status, report) = api
+        .call(
+            Method::POST,
+            "/verify",
+            Some(json!({ "tables": ["public.items"], "repair": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let entry = table_report(&report, "public.items");
+    assert_eq!(
+        listed_keys(entry),
+        vec![("changed".to_string(), "[7]".to_string())]
+    );
+    assert_eq!(entry["repaired"], 1, "{entry}");
+    let (_, status) = api.call(Method::GET, "/status", None).await;
+    assert_eq!(status["drift"]["tables"][0]["differences"], 0, "{status}");
+    items_equal(&databases, Duration::from_secs(5)).await;
+
+    assert!(daemon.stop().success(), "{}", daemon.log());
     databases.drop_all().await;
 }
