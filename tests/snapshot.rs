@@ -1051,3 +1051,97 @@ async fn api_routes_and_periodic_verify() {
     assert!(daemon.stop().success(), "{}", daemon.log());
     databases.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_clearly() {
+    let databases = Databases::create("snapbad").await;
+    databases.create_tables(ITEMS_PG, ITEMS_MYSQL).await;
+    let mut pipeline = Pipeline::new(&databases, "public.items");
+    pipeline.setup();
+
+    for command in ["snapshot", "verify"] {
+        let output = pipeline.run_cli(&[command, "public.not_synced"]);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{command}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("table public.not_synced is not in SYNC_TABLES"),
+            "{command}: {}",
+            stderr(&output)
+        );
+    }
+    // Nothing was copied or emptied on the way.
+    assert_eq!(stored_progress(&databases, "public.items").await, None);
+
+    pipeline.set("SNAPSHOT_CHUNK_ROWS", "5");
+    for command in ["snapshot", "verify", "run"] {
+        let output = pipeline.run_cli(&[command]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{command}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("SNAPSHOT_CHUNK_ROWS is invalid"),
+            "{command}: {}",
+            stderr(&output)
+        );
+    }
+    pipeline.set("SNAPSHOT_CHUNK_ROWS", "100");
+
+    pipeline.set("VERIFY_INTERVAL", "5");
+    let output = pipeline.run_cli(&["run"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("VERIFY_INTERVAL is invalid"),
+        "{}",
+        stderr(&output)
+    );
+    pipeline.set("VERIFY_INTERVAL", "60");
+    pipeline.set("MODE", "manual");
+    let output = pipeline.run_cli(&["run"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("VERIFY_INTERVAL is invalid"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("MODE=automatic"),
+        "{}",
+        stderr(&output)
+    );
+    pipeline.set("VERIFY_INTERVAL", "0");
+    pipeline.set("MODE", "automatic");
+
+    // A running daemon without the API cannot take the job.
+    let mut daemon = pipeline.start();
+    daemon
+        .wait_for_log("daemon started", Duration::from_secs(30))
+        .await;
+    for command in ["snapshot", "verify"] {
+        let output = pipeline.run_cli(&[command]);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{command}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("a daemon runs with DATA_DIR"),
+            "{command}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("API=off"),
+            "{command}: {}",
+            stderr(&output)
+        );
+    }
+    assert!(daemon.stop().success(), "{}", daemon.log());
+    databases.drop_all().await;
+}
