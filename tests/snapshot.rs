@@ -1145,3 +1145,72 @@ async fn bad_input_is_rejected_clearly() {
     assert!(daemon.stop().success(), "{}", daemon.log());
     databases.drop_all().await;
 }
+
+const TAGS_PG: &str = "CREATE TABLE tags (region text, id integer, label text, \
+     PRIMARY KEY (region, id))";
+const TAGS_MYSQL: &str = "CREATE TABLE tags (region VARCHAR(50), id INT, label LONGTEXT, \
+     PRIMARY KEY (region, id)) ENGINE=InnoDB";
+const TAGS_PG_SELECT: &str = "SELECT region, id::text, label FROM tags \
+     ORDER BY region COLLATE \"C\", tags.id";
+const TAGS_MYSQL_SELECT: &str = "SELECT region, id, label FROM tags ORDER BY region, id";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_text_key_resumes_and_verifies() {
+    let databases = Databases::create("snapcomposite").await;
+    databases.create_tables(TAGS_PG, TAGS_MYSQL).await;
+    databases
+        .pg()
+        .await
+        .batch_execute(
+            "INSERT INTO tags SELECT r, g, r || g \
+             FROM unnest(ARRAY['a', 'B', 'é', 'O''Brien', 'z z', '', 'back\\slash', '日本']) r, \
+             generate_series(1, 150) g",
+        )
+        .await
+        .unwrap();
+    let mut pipeline = Pipeline::new(&databases, "public.tags");
+    pipeline.set("SNAPSHOT_CHUNK_ROWS", "100");
+    pipeline.setup();
+    pipeline.set(FAILPOINT_ENV, "snapshot-after-commit");
+    let output = pipeline.run_cli(&["snapshot"]);
+    assert!(!output.status.success(), "{}", stderr(&output));
+    let crashed = stored_progress(&databases, "public.tags").await.unwrap();
+    assert_eq!(crashed.rows_copied, 100, "{crashed:?}");
+    pipeline.env.retain(|(key, _)| key != FAILPOINT_ENV);
+    run_ok(&pipeline, &["snapshot"]);
+    let rows = databases
+        .wait_until_equal(TAGS_PG_SELECT, TAGS_MYSQL_SELECT, Duration::from_secs(5))
+        .await;
+    assert_eq!(rows.len(), 1200);
+    let (code, report) = verify_json(&pipeline, &[], None);
+    assert_eq!(code, Some(0), "{report}");
+
+    for sql in [
+        "INSERT INTO tags VALUES ('O''Brien', 999, 'only in MySQL')",
+        "INSERT INTO tags VALUES ('日本', 0, 'only in MySQL')",
+        "DELETE FROM tags WHERE region = 'back\\\\slash' AND id = 3",
+        "UPDATE tags SET label = 'x' WHERE region = '' AND id = 5",
+    ] {
+        mysql_execute(&databases, sql).await;
+    }
+    let (code, report) = verify_json(&pipeline, &[], None);
+    assert_eq!(code, Some(1), "{report}");
+    let entry = table_report(&report, "public.tags");
+    assert_eq!(
+        listed_keys(entry),
+        vec![
+            ("changed".to_string(), r#"["",5]"#.to_string()),
+            ("extra".to_string(), r#"["O'Brien",999]"#.to_string()),
+            ("extra".to_string(), r#"["日本",0]"#.to_string()),
+            ("missing".to_string(), r#"["back\\slash",3]"#.to_string()),
+        ]
+    );
+    let (code, report) = verify_json(&pipeline, &["--repair"], None);
+    assert_eq!(code, Some(0), "{report}");
+    let (code, report) = verify_json(&pipeline, &[], None);
+    assert_eq!(code, Some(0), "{report}");
+    databases
+        .wait_until_equal(TAGS_PG_SELECT, TAGS_MYSQL_SELECT, Duration::from_secs(1))
+        .await;
+    databases.drop_all().await;
+}
