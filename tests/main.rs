@@ -11,6 +11,7 @@ mod keyless;
 mod mapping;
 mod modes;
 mod service;
+mod snapshot;
 mod sync;
 mod types;
 mod unique;
