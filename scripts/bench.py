@@ -163,7 +163,9 @@ def pg_connect(servers: Servers, autocommit: bool = True) -> psycopg.Connection:
     return psycopg.connect(servers.pg_url, autocommit=autocommit)
 
 
-def mysql_connect(servers: Servers, database: str | None = MYSQL_DATABASE) -> pymysql.Connection:
+def mysql_connect(
+    servers: Servers, database: str | None = MYSQL_DATABASE, local_infile: bool = False
+) -> pymysql.Connection:
     # autocommit matters for the pollers: without it, REPEATABLE READ would keep
     # showing them the snapshot of their first read.
     return pymysql.connect(
@@ -174,6 +176,7 @@ def mysql_connect(servers: Servers, database: str | None = MYSQL_DATABASE) -> py
         database=database,
         charset="utf8mb4",
         autocommit=True,
+        local_infile=local_infile,
     )
 
 
@@ -365,9 +368,9 @@ def daemon_environment(servers: Servers, tables: str, data_dir: Path, rust_log: 
     return env
 
 
-def run_setup(binary: Path, env: dict[str, str], work_dir: Path) -> None:
+def run_setup(binary: Path, env: dict[str, str], work_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
     result = subprocess.run(
-        [str(binary), "setup"], env=env, cwd=work_dir, capture_output=True, text=True, check=False
+        [str(binary), "setup", *extra_args], env=env, cwd=work_dir, capture_output=True, text=True, check=False
     )
     for line in (result.stdout + result.stderr).splitlines():
         log(f"setup: {line}")

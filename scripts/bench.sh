@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Benchmark pg-to-mysql-sync on private PostgreSQL and MariaDB servers.
 #
-# Usage: scripts/bench.sh [--output FILE] [BENCH_ARGS...]
+# Usage: scripts/bench.sh [--snapshot] [--output FILE] [BENCH_ARGS...]
+#   --snapshot     Run scripts/bench_snapshot.py instead of scripts/bench.py: the
+#                  snapshot and verify commands on 1,000,000 rows against
+#                  LOAD DATA LOCAL INFILE. Results default to
+#                  target/bench-snapshot-results.md and the commands' log to
+#                  target/bench-snapshot.log.
 #   --output FILE  Markdown file for the results (default target/bench-results.md).
-#   BENCH_ARGS     Passed to scripts/bench.py, e.g. `--rows 10000 --latency-seconds 5`
+#   BENCH_ARGS     Passed to the Python script, e.g. `--rows 10000 --latency-seconds 5`
 #                  for a short trial; `target/bench-venv/bin/python scripts/bench.py
-#                  --help` lists them.
+#                  --help` lists them, and scripts/bench_snapshot.py --help those of
+#                  --snapshot.
 #
 # Builds the release binary, installs psycopg and PyMySQL at pinned versions
 # into target/bench-venv, starts throwaway servers with scripts/servers.sh in a
 # temporary directory and stops them on exit, also on failure or SIGINT. All
 # figures come from this one run; they are printed and written to FILE. The
 # daemon's log goes to target/bench-daemon.log. A run took about 2 minutes on
-# 2 cores once the binary was built. Must run as root, because
-# scripts/servers.sh does.
+# 2 cores once the binary was built, and so did a --snapshot run. Must run as
+# root, because scripts/servers.sh does.
 set -euo pipefail
 
 script_started=$(date +%s.%N)
@@ -29,10 +35,15 @@ log() {
   printf 'bench.sh: %s\n' "$*" >&2
 }
 
-output=$repo_root/target/bench-results.md
+output=
+snapshot=0
 bench_args=()
 while (($# > 0)); do
   case $1 in
+    --snapshot)
+      snapshot=1
+      shift
+      ;;
     --output)
       (($# >= 2)) || {
         log "error: --output needs a file name"
@@ -42,7 +53,7 @@ while (($# > 0)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -96,12 +107,22 @@ trap 'exit 143' TERM
 
 bash "$servers_script" start "$servers_dir"
 
+if ((snapshot)); then
+  bench_script=$repo_root/scripts/bench_snapshot.py
+  log_args=(--command-log "$repo_root/target/bench-snapshot.log")
+  output=${output:-$repo_root/target/bench-snapshot-results.md}
+else
+  bench_script=$repo_root/scripts/bench.py
+  log_args=(--daemon-log "$repo_root/target/bench-daemon.log")
+  output=${output:-$repo_root/target/bench-results.md}
+fi
+
 status=0
-"$VENV/bin/python" "$repo_root/scripts/bench.py" \
+"$VENV/bin/python" "$bench_script" \
   --env-file "$servers_dir/env" \
   --binary "$binary" \
   --work-dir "$work_dir" \
-  --daemon-log "$repo_root/target/bench-daemon.log" \
+  "${log_args[@]}" \
   --output "$output" \
   --repo "$repo_root" \
   --command "$command_line" \
