@@ -6,7 +6,7 @@
 //! statement's `SET` clause turns them back with `UNHEX` and `ST_GeomFromWKB`, as the
 //! literals `X'…'` and `ST_GeomFromWKB(X'…', srid)` do.
 
-use super::statement::{PlanError, TablePlan, quote_mysql_ident};
+use super::statement::{Literals, PlanError, TablePlan, quote_mysql_ident};
 use crate::journal::JournalRecord;
 use crate::schema::PgType;
 
@@ -66,20 +66,27 @@ pub fn build<R: std::borrow::Borrow<JournalRecord>>(
     let mut columns: Option<Vec<usize>> = None;
     let mut data = Vec::with_capacity(rows.len() * 128);
     let mut row_ends = Vec::with_capacity(rows.len());
+    let mut literals = Literals::default();
     for row in rows {
-        let row = row.borrow();
-        let literals = plan.literals(row)?;
-        let indexes: Vec<usize> = literals.iter().map(|(index, _)| *index).collect();
+        plan.write_literals(row.borrow(), &mut literals)?;
         match &columns {
-            None => columns = Some(indexes),
-            Some(expected) if *expected != indexes => return Ok(None),
+            None => columns = Some(literals.iter().map(|(index, _)| index).collect()),
+            Some(expected)
+                if expected.len() != literals.len()
+                    || !expected
+                        .iter()
+                        .zip(literals.iter())
+                        .all(|(&expected, (index, _))| expected == index) =>
+            {
+                return Ok(None);
+            }
             Some(_) => {}
         }
         for (position, (index, literal)) in literals.iter().enumerate() {
             if position > 0 {
                 data.push(b'\t');
             }
-            if !write_field(&mut data, field_of(plan, *index), literal) {
+            if !write_field(&mut data, field_of(plan, index), literal) {
                 return Ok(None);
             }
         }
@@ -209,23 +216,28 @@ fn write_field(out: &mut Vec<u8>, field: Field, literal: &str) -> bool {
 /// are) with LOAD DATA's escapes.
 fn write_escaped(out: &mut Vec<u8>, inner: &str) {
     let bytes = inner.as_bytes();
+    let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let byte = bytes[i];
-        match byte {
-            b'\'' => {
-                // A doubled quote stands for one.
-                out.push(b'\'');
+        let escape: &[u8] = match bytes[i] {
+            // A doubled quote stands for one.
+            b'\'' => b"'",
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0 => b"\\0",
+            _ => {
                 i += 1;
+                continue;
             }
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            0 => out.extend_from_slice(b"\\0"),
-            _ => out.push(byte),
-        }
-        i += 1;
+        };
+        out.extend_from_slice(&bytes[copied..i]);
+        out.extend_from_slice(escape);
+        // Skip the second quote of a doubled one.
+        i += if bytes[i] == b'\'' { 2 } else { 1 };
+        copied = i;
     }
+    out.extend_from_slice(&bytes[copied..]);
 }
 
 #[cfg(test)]
@@ -247,6 +259,8 @@ mod tests {
             "O'Brien\\t\\\\N\\n"
         );
         assert_eq!(field(Field::Plain, "''").unwrap(), "");
+        assert_eq!(field(Field::Plain, "''''").unwrap(), "'");
+        assert_eq!(field(Field::Plain, r"'a''''b\'").unwrap(), r"a''b\\");
         assert_eq!(field(Field::Plain, "'\u{0}'").unwrap(), "\\0");
         assert_eq!(field(Field::Hex, "X'0aff'").unwrap(), "0aff");
         assert_eq!(

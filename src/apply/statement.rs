@@ -312,8 +312,24 @@ impl TablePlan {
         record: &JournalRecord,
         raw: &RawValue,
     ) -> Result<Vec<(usize, String)>, PlanError> {
+        let mut literals = Literals::default();
+        self.write_row_literals(record, raw, &mut literals)?;
+        Ok(literals
+            .iter()
+            .map(|(index, literal)| (index, literal.to_string()))
+            .collect())
+    }
+
+    /// Writes the literal of each column in a row image into `literals`, which it clears
+    /// first; [`Self::row_literals`] without an allocation per value.
+    fn write_row_literals(
+        &self,
+        record: &JournalRecord,
+        raw: &RawValue,
+        literals: &mut Literals,
+    ) -> Result<(), PlanError> {
+        literals.clear();
         let image = parse_image(self, record, raw)?;
-        let mut literals = Vec::with_capacity(self.schema.columns.len());
         for (index, column) in self.schema.columns.iter().enumerate() {
             let Some(value) = find_value(&image, index, &column.name) else {
                 if self.schema.key.contains(&index) {
@@ -349,14 +365,13 @@ impl TablePlan {
                 }
                 continue;
             };
-            let mut literal = String::new();
-            self.write_value(record, index, value, &mut literal)?;
-            literals.push((index, literal));
+            self.write_value(record, index, value, &mut literals.text)?;
+            literals.ends.push((index, literals.text.len()));
         }
         // Columns that the mapping excludes are in the image but never written.
         let ignored = |name: &str| self.schema.ignored_columns.iter().any(|c| c == name);
         let written = image.iter().filter(|(name, _)| !ignored(name)).count();
-        if written != literals.len() {
+        if written != literals.ends.len() {
             let extra = image
                 .iter()
                 .filter(|(name, _)| !ignored(name))
@@ -368,7 +383,7 @@ impl TablePlan {
             return Err(self.shape_error(record, extra));
         }
 
-        Ok(literals)
+        Ok(())
     }
 
     /// Builds the two statements of an upsert on a table with secondary unique indexes: an
@@ -533,6 +548,20 @@ impl TablePlan {
         self.row_literals(record, raw)
     }
 
+    /// Writes what [`Self::literals`] returns into `literals`, reusing its memory: the
+    /// snapshot calls this for every row it loads.
+    pub fn write_literals(
+        &self,
+        record: &JournalRecord,
+        literals: &mut Literals,
+    ) -> Result<(), PlanError> {
+        let raw = record
+            .new
+            .as_deref()
+            .ok_or_else(|| self.shape_error(record, "the row image is missing".into()))?;
+        self.write_row_literals(record, raw, literals)
+    }
+
     /// Returns the condition that selects a row by its key, as apply's deletes write it: the
     /// key's literal for a one-column key, to go in an `IN` list, and
     /// `(`a`=1 AND `b`=2)` for a longer one. `raw` is an image with the key columns.
@@ -620,6 +649,40 @@ pub fn canonical_key_value(pg_type: PgType, text: &str) -> Cow<'_, str> {
 /// Quotes a MySQL identifier.
 pub fn quote_mysql_ident(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
+}
+
+/// The MySQL literals of one row, in one buffer: each column's position and the end of its
+/// literal in the text.
+#[derive(Debug, Default)]
+pub struct Literals {
+    text: String,
+    ends: Vec<(usize, usize)>,
+}
+
+impl Literals {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    /// Each written column's position and literal, in the table's column order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &str)> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(_, end)| end));
+        self.ends
+            .iter()
+            .zip(starts)
+            .map(|(&(index, end), start)| (index, &self.text[start..end]))
+    }
+
+    /// The number of written columns.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Tells whether no column was written.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
 }
 
 fn parse_image<'a>(
