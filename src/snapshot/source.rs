@@ -76,6 +76,8 @@ pub struct SourceReader {
     columns: Vec<String>,
     /// `{"name":` prefixes, JSON-encoded, one per column.
     prefixes: Vec<String>,
+    /// Total length of `prefixes`.
+    prefixes_len: usize,
     /// How each column's COPY field becomes its JSON value.
     forms: Vec<Form>,
     /// Positions of the key columns.
@@ -114,7 +116,7 @@ impl SourceReader {
                 }
             })
             .collect();
-        let prefixes = schema
+        let prefixes: Vec<String> = schema
             .columns
             .iter()
             .enumerate()
@@ -165,6 +167,7 @@ impl SourceReader {
         Ok(SourceReader {
             table: schema.name.qualified(),
             columns: schema.columns.iter().map(|c| c.name.clone()).collect(),
+            prefixes_len: prefixes.iter().map(String::len).sum(),
             prefixes,
             forms,
             key: schema.key.clone(),
@@ -305,26 +308,32 @@ impl SourceReader {
 
     /// Turns one COPY line into an insert record.
     fn record(&self, line: &[u8]) -> Result<JournalRecord, SourceError> {
-        let mut image = String::with_capacity(line.len() + self.columns.len() * 12);
-        let mut text = String::new();
+        // Tabs are ASCII, so checking the line once makes every field valid UTF-8 too.
+        let line = std::str::from_utf8(line).map_err(|_| self.malformed("a field is not UTF-8"))?;
+        let mut image = String::with_capacity(line.len() + self.prefixes_len + 1);
         let mut fields = 0;
-        for field in line.split(|&byte| byte == b'\t') {
+        for field in line.split('\t') {
             let Some(prefix) = self.prefixes.get(fields) else {
                 return Err(self.malformed("a line has more fields than the table has columns"));
             };
             image.push_str(prefix);
-            if field == b"\\N" {
+            if field == "\\N" {
                 image.push_str("null");
             } else {
                 let form = self.forms[fields];
-                if form == Form::Json {
-                    unescape_copy_text(field, &mut image)
-                        .map_err(|reason| self.malformed(reason))?;
-                } else {
-                    text.clear();
+                // Most values need neither COPY's escapes undone nor JSON's added, and go
+                // straight into the image; the others take the longer path.
+                if form == Form::Json && !field.contains('\\') {
+                    image.push_str(field);
+                } else if !form.write_json_plain(field, &mut image) {
+                    let mut text = String::with_capacity(field.len());
                     unescape_copy_text(field, &mut text)
                         .map_err(|reason| self.malformed(reason))?;
-                    form.write_json(&text, &mut image);
+                    if form == Form::Json {
+                        image.push_str(&text);
+                    } else {
+                        form.write_json(&text, &mut image);
+                    }
                 }
             }
             fields += 1;
@@ -391,6 +400,24 @@ impl Form {
         }
     }
 
+    /// Appends the JSON value of a field as COPY wrote it, when neither COPY's escapes nor
+    /// JSON's are involved; returns false, having written nothing, otherwise.
+    fn write_json_plain(self, field: &str, out: &mut String) -> bool {
+        let plain = |field: &str| field.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        match self {
+            Form::Number if is_plain_number(field) => out.push_str(field),
+            Form::Bool if field == "t" => out.push_str("true"),
+            Form::Bool if field == "f" => out.push_str("false"),
+            Form::String if plain(field) => {
+                out.push('"');
+                out.push_str(field);
+                out.push('"');
+            }
+            _ => return false,
+        }
+        true
+    }
+
     /// Appends the JSON value of a column's text.
     fn write_json(self, text: &str, out: &mut String) {
         match self {
@@ -442,30 +469,24 @@ fn memchr_newlines(data: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 /// Appends a field of COPY's text format, unescaped. The field holds JSON, which is UTF-8.
-fn unescape_copy_text(field: &[u8], out: &mut String) -> Result<(), &'static str> {
-    if !field.contains(&b'\\') {
-        out.push_str(std::str::from_utf8(field).map_err(|_| "a field is not UTF-8")?);
-        return Ok(());
-    }
-    let mut bytes = Vec::with_capacity(field.len());
-    let mut iter = field.iter().copied();
-    while let Some(byte) = iter.next() {
-        if byte != b'\\' {
-            bytes.push(byte);
+fn unescape_copy_text(field: &str, out: &mut String) -> Result<(), &'static str> {
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
             continue;
         }
-        let escaped = iter.next().ok_or("a field ends in a lone backslash")?;
-        bytes.push(match escaped {
-            b'b' => 0x08,
-            b'f' => 0x0c,
-            b'n' => b'\n',
-            b'r' => b'\r',
-            b't' => b'\t',
-            b'v' => 0x0b,
+        let escaped = chars.next().ok_or("a field ends in a lone backslash")?;
+        out.push(match escaped {
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'v' => '\u{b}',
             other => other,
         });
     }
-    out.push_str(std::str::from_utf8(&bytes).map_err(|_| "a field is not UTF-8")?);
     Ok(())
 }
 
@@ -476,7 +497,7 @@ mod tests {
     #[test]
     fn copy_text_escapes_are_undone() {
         let mut out = String::new();
-        unescape_copy_text(br#""a\\"b\\\\c\tz""#, &mut out).unwrap();
+        unescape_copy_text(r#""a\\"b\\\\c\tz""#, &mut out).unwrap();
         assert_eq!(out, "\"a\\\"b\\\\c\tz\"");
     }
 
@@ -496,6 +517,13 @@ mod tests {
             let mut out = String::new();
             form.write_json(text, &mut out);
             assert_eq!(out, json, "{text}");
+            // The short path gives the same JSON or declines.
+            let mut plain = String::new();
+            if form.write_json_plain(text, &mut plain) {
+                assert_eq!(plain, json, "{text}");
+            } else {
+                assert!(plain.is_empty(), "{text}");
+            }
             let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
             if form == Form::String {
                 assert_eq!(parsed, serde_json::Value::String(text.to_string()));
@@ -506,6 +534,6 @@ mod tests {
     #[test]
     fn a_lone_backslash_is_an_error() {
         let mut out = String::new();
-        assert!(unescape_copy_text(b"ab\\", &mut out).is_err());
+        assert!(unescape_copy_text("ab\\", &mut out).is_err());
     }
 }
