@@ -52,8 +52,8 @@ pub use failed::{
 use failed::{NewFailure, ParkedKeys, StillParked, StoredFailure};
 
 pub use statement::{
-    PlanError, Statement, StatementLimits, TablePlan, build_statements, canonical_key_value,
-    quote_mysql_ident,
+    Literals, PlanError, Statement, StatementLimits, TablePlan, build_statements,
+    canonical_key_value, quote_mysql_ident,
 };
 pub use target::{
     CHECKPOINT_TABLE, check_target_tables, connect, drop_checkpoint_table, ensure_checkpoint_table,

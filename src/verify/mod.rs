@@ -43,7 +43,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::apply::{ChunkOutcome, CopyChunk, RunError, TablePlan, canonical_key_value};
+use crate::apply::{ChunkOutcome, CopyChunk, Literals, RunError, TablePlan, canonical_key_value};
 use crate::capture::connect_pg;
 use crate::journal::{JournalRecord, Operation};
 use crate::schema::TableSchema;
@@ -263,6 +263,9 @@ pub async fn verify_tables(
                 table: table.clone(),
                 ..TableReport::default()
             },
+            norms: (0..plan.schema.columns.len())
+                .map(|index| norm_of(plan, index))
+                .collect(),
         };
         let result = if schema.keyless {
             run.keyless(shutdown).await
@@ -325,13 +328,13 @@ struct TableRun<'a> {
     pg: &'a mut Client,
     postgis: Option<&'a str>,
     report: TableReport,
+    /// How each column's values are normalized, by column position.
+    norms: Vec<Norm>,
 }
 
 impl TableRun<'_> {
     fn norms(&self) -> Vec<Norm> {
-        (0..self.plan.schema.columns.len())
-            .map(|index| norm_of(self.plan, index))
-            .collect()
+        self.norms.clone()
     }
 
     /// Returns the MySQL select list of the columns at `positions`.
@@ -361,34 +364,28 @@ impl TableRun<'_> {
         record: JournalRecord,
         written: &[usize],
     ) -> Result<SourceRow, VerifyError> {
-        let norms = self.norms();
-        let literals: HashMap<usize, String> = self.plan.literals(&record)?.into_iter().collect();
-        let values: Values = written
-            .iter()
-            .map(|index| {
-                literals
-                    .get(index)
-                    .and_then(|literal| from_literal(norms[*index], literal))
-            })
-            .collect();
+        let norms = &self.norms;
+        let mut literals = Literals::default();
+        self.plan.write_literals(&record, &mut literals)?;
+        let mut by_column: Vec<Option<&str>> = vec![None; norms.len()];
+        for (index, literal) in literals.iter() {
+            by_column[index] = Some(literal);
+        }
+        let normalize = |index: usize| by_column[index].and_then(|l| from_literal(norms[index], l));
+        let values: Values = written.iter().map(|&index| normalize(index)).collect();
         let normal_key = self
             .plan
             .schema
             .key
             .iter()
-            .map(|index| {
-                literals
-                    .get(index)
-                    .and_then(|literal| from_literal(norms[*index], literal))
-                    .unwrap_or_default()
-            })
+            .map(|&index| normalize(index).unwrap_or_default())
             .collect::<Vec<_>>()
             .join("\u{1f}");
         let key = self
             .plan
             .record_key(&record)?
             .expect("an insert record has a key");
-        let condition = self.key_tuple(&literals);
+        let condition = self.key_tuple(|index| by_column[index]);
         Ok(SourceRow {
             key,
             normal_key,
@@ -644,7 +641,8 @@ impl TableRun<'_> {
                         .literals(&insert_form(&record))?
                         .into_iter()
                         .collect();
-                    conditions.push(self.key_tuple(&literals));
+                    conditions
+                        .push(self.key_tuple(|index| literals.get(&index).map(String::as_str)));
                     delete_records.insert(canonical, record);
                 }
             }
@@ -729,13 +727,13 @@ impl TableRun<'_> {
     }
 
     /// Returns the key's literals as one value, or as a `(a,b)` tuple for a longer key.
-    fn key_tuple(&self, literals: &HashMap<usize, String>) -> String {
+    fn key_tuple<'s>(&self, literal: impl Fn(usize) -> Option<&'s str>) -> String {
         let values: Vec<&str> = self
             .plan
             .schema
             .key
             .iter()
-            .map(|index| literals.get(index).map_or("NULL", String::as_str))
+            .map(|&index| literal(index).unwrap_or("NULL"))
             .collect();
         if values.len() == 1 {
             values[0].to_string()
