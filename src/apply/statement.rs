@@ -665,7 +665,7 @@ impl Literals {
         self.ends.clear();
     }
 
-    /// Each written column's position and literal, in the table's column order.
+    /// Returns each written column's position and literal, in the table's column order.
     pub fn iter(&self) -> impl Iterator<Item = (usize, &str)> + '_ {
         let starts = std::iter::once(0).chain(self.ends.iter().map(|&(_, end)| end));
         self.ends
@@ -674,7 +674,7 @@ impl Literals {
             .map(|(&(index, end), start)| (index, &self.text[start..end]))
     }
 
-    /// The number of written columns.
+    /// Returns the number of written columns.
     pub fn len(&self) -> usize {
         self.ends.len()
     }

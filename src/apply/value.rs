@@ -218,7 +218,7 @@ pub(super) fn write_string(out: &mut String, value: &str) {
     out.push('\'');
 }
 
-/// Decodes a JSON string, borrowing the text when it holds no escape: most values do, and
+/// Decodes a JSON string, borrowing the text when it contains no escape: most values do, and
 /// copying each one showed in snapshot profiles.
 fn json_string(text: &str) -> Result<Cow<'_, str>, String> {
     let invalid = || "a text-like value is not a JSON string".to_string();

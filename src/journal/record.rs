@@ -147,7 +147,7 @@ impl<'de> Deserialize<'de> for RowImage<'de> {
     }
 }
 
-/// A column name that borrows the image's text unless it holds an escape. serde's own
+/// A column name that borrows the image's text unless it contains an escape. serde's own
 /// `Cow<str>` always copies, which cost one allocation per value on the apply and snapshot
 /// paths.
 struct ColumnName<'a>(Cow<'a, str>);

@@ -328,7 +328,7 @@ struct TableRun<'a> {
     pg: &'a mut Client,
     postgis: Option<&'a str>,
     report: TableReport,
-    /// How each column's values are normalized, by column position.
+    /// The normalization of each column's values, by column position.
     norms: Vec<Norm>,
 }
 
