@@ -385,7 +385,7 @@ impl Applier {
     /// Writes a chunk at the current position of the change stream (see the module notes).
     pub(super) async fn copy_chunk(
         &mut self,
-        chunk: CopyChunk,
+        mut chunk: CopyChunk,
     ) -> Result<ChunkOutcome, ApplyError> {
         let mut session = self.take_session().await?;
         if session.applied < chunk.through {
@@ -407,6 +407,7 @@ impl Applier {
                 chunk.table
             ))
         })?;
+        let prepared = chunk.prepared.take();
         let mut kept = Vec::with_capacity(chunk.rows.len() + chunk.deletes.len());
         let mut dropped = Vec::new();
         let watched = watch.last_seq > chunk.read_from && !chunk.replace_all;
@@ -426,7 +427,7 @@ impl Applier {
             && chunk.snapshot
             && chunk.deletes.is_empty()
             && self
-                .load_chunk(&mut session.conn, &chunk, &kept, &dropped)
+                .load_chunk(&mut session.conn, &chunk, prepared, &kept, &dropped)
                 .await?;
         let result = if loaded {
             Ok(0)
@@ -562,6 +563,7 @@ impl Applier {
         &mut self,
         conn: &mut Conn,
         chunk: &CopyChunk,
+        prepared: Option<LoadData>,
         rows: &[&JournalRecord],
         dropped: &[usize],
     ) -> Result<bool, ApplyError> {
@@ -571,7 +573,7 @@ impl Applier {
                 chunk.table
             ))
         })?;
-        let prepared = match &chunk.prepared {
+        let prepared = match prepared {
             Some(prepared) => prepared.without(dropped),
             None => match load::build(plan, rows)? {
                 Some(prepared) => prepared,

@@ -34,9 +34,9 @@ pub struct LoadData {
 
 impl LoadData {
     /// Returns the data without the rows at the positions in `dropped` (ascending).
-    pub fn without(&self, dropped: &[usize]) -> LoadData {
+    pub fn without(self, dropped: &[usize]) -> LoadData {
         if dropped.is_empty() {
-            return self.clone();
+            return self;
         }
         let mut data = Vec::with_capacity(self.data.len());
         let mut row_ends = Vec::with_capacity(self.row_ends.len());
@@ -49,7 +49,7 @@ impl LoadData {
             start = end;
         }
         LoadData {
-            statement: self.statement.clone(),
+            statement: self.statement,
             data,
             row_ends,
         }
@@ -271,6 +271,22 @@ mod tests {
             .unwrap(),
             "4326,0101"
         );
+    }
+
+    #[test]
+    fn without_drops_listed_rows() {
+        let data = LoadData {
+            statement: "LOAD DATA".to_string(),
+            data: b"1\ta\n2\tb\n3\tc\n".to_vec(),
+            row_ends: vec![4, 8, 12],
+        };
+        let kept = data.clone().without(&[0, 2]);
+        assert_eq!(kept.data, b"2\tb\n");
+        assert_eq!(kept.row_ends, [4]);
+        assert_eq!(kept.statement, "LOAD DATA");
+        let all = data.clone().without(&[]);
+        assert_eq!(all.data, data.data);
+        assert_eq!(all.row_ends, data.row_ends);
     }
 
     #[test]
