@@ -345,9 +345,13 @@ wait_for_snapshot() {
     fi
     sleep 0.5
   done
-  echo "$(mysql --batch --skip-column-names "$database" -e 'SELECT count(*) FROM products') products in MySQL; the daemon's status shows:"
-  cli status | tr -d '\n' | grep -o '"snapshots": \[[^]]*\]'
-  echo
+  echo "$(mysql --batch --skip-column-names "$database" -e 'SELECT count(*) FROM products') products in MySQL; the snapshots in the daemon's status:"
+  local entry
+  cli status | tr -d ' \n' | grep -o '"snapshots":\[[^]]*\]' | grep -o '{[^}]*}' |
+    while read -r entry; do
+      field() { grep -o "\"$1\":[^,}]*" <<<"$entry" | cut -d: -f2 | tr -d '"'; }
+      echo "  $(field table): $(field state), $(field rows_copied) rows copied"
+    done
 }
 
 show_rows() {
@@ -428,7 +432,7 @@ main() {
   trap 'exit 143' TERM
 
   # Build first, so that a compile error fails before any server starts.
-  step "Building the release binary (a few minutes the first time)"
+  step "Building the release binary (5 to 20 minutes the first time)"
   if ! command -v cargo >/dev/null 2>&1 && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]]; then
     PATH=${HOME:-/root}/.cargo/bin:$PATH
   fi

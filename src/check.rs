@@ -103,10 +103,10 @@ impl Report {
             }
         ));
         text.push_str(&format!(
-            "{} tables checked: {} errors, {} warnings\n",
-            self.tables,
-            self.count(Severity::Error),
-            self.count(Severity::Warning)
+            "{} checked: {}, {}\n",
+            crate::telemetry::count_of(self.tables as u64, "table", "tables"),
+            crate::telemetry::count_of(self.count(Severity::Error) as u64, "error", "errors"),
+            crate::telemetry::count_of(self.count(Severity::Warning) as u64, "warning", "warnings")
         ));
         text
     }

@@ -15,7 +15,7 @@ use pg_to_mysql_sync::config::{
 };
 use pg_to_mysql_sync::journal::{DEFAULT_MAX_SEGMENT_BYTES, Journal};
 use pg_to_mysql_sync::snapshot::{LogProgress, ProgressEvent, ProgressSink, copy_table};
-use pg_to_mysql_sync::status::Board;
+use pg_to_mysql_sync::status::{Board, SnapshotStatus};
 use pg_to_mysql_sync::verify::{VerifyOptions, VerifyReport, verify_tables};
 use pg_to_mysql_sync::{capture, daemon, schema};
 use reqwest::{Method, StatusCode};
@@ -277,9 +277,12 @@ struct TerminalProgress {
 }
 
 impl TerminalProgress {
+    /// Starts drawing; log lines go around the bars until the value is dropped.
     fn new() -> Self {
+        let bars = indicatif::MultiProgress::new();
+        pg_to_mysql_sync::telemetry::set_progress_bars(Some(bars.clone()));
         TerminalProgress {
-            bars: indicatif::MultiProgress::new(),
+            bars,
             by_table: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -294,16 +297,30 @@ impl TerminalProgress {
                 let bar = self
                     .bars
                     .add(indicatif::ProgressBar::new(estimate.unwrap_or(0)));
+                // indicatif's own {per_sec} prints the rate with all its fraction digits.
                 let style = indicatif::ProgressStyle::with_template(
-                    "{prefix:30} [{bar:30}] {human_pos:>11}/{human_len:11} rows {per_sec:>14} ETA {eta}",
+                    "{prefix:30} [{bar:30}] {human_pos:>11}/{human_len:11} rows {rate:>14} ETA {eta}",
                 )
                 .expect("the template is valid")
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                        let rate = indicatif::HumanCount(state.per_sec() as u64);
+                        let _ = write!(out, "{rate} rows/s");
+                    },
+                )
                 .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_prefix(table.to_string());
                 bar
             })
             .clone()
+    }
+}
+
+impl Drop for TerminalProgress {
+    fn drop(&mut self) {
+        pg_to_mysql_sync::telemetry::set_progress_bars(None);
     }
 }
 
@@ -317,6 +334,8 @@ impl ProgressSink for TerminalProgress {
             } => {
                 let bar = self.bar(table, *estimate);
                 bar.set_position(*resumed_rows);
+                // The rate counts only the rows of this run.
+                bar.reset_eta();
             }
             ProgressEvent::Chunk { table, rows } => {
                 let bar = self.bar(table, None);
@@ -342,6 +361,7 @@ pub async fn snapshot(
     url: Option<&str>,
     tables: Vec<String>,
 ) -> anyhow::Result<()> {
+    check_table_names(config, &tables)?;
     match runner(config, api, url)? {
         Runner::Offline => snapshot_offline(config, tables).await,
         Runner::Daemon(client) => snapshot_through_daemon(&client, tables).await,
@@ -365,6 +385,7 @@ async fn snapshot_offline(config: &Config, tables: Vec<String>) -> anyhow::Resul
                 .with_context(|| format!("snapshot of {}", schema.name))?;
             summary.push(serde_json::json!({
                 "table": schema.name.qualified(),
+                "state": "done",
                 "rows": report.rows,
                 "skipped_rows": report.skipped,
                 "seconds": started.elapsed().as_secs_f64(),
@@ -377,6 +398,20 @@ async fn snapshot_offline(config: &Config, tables: Vec<String>) -> anyhow::Resul
         Ok(())
     })
     .await
+}
+
+/// Checks, before any connection, that each of `names` is a table of SYNC_TABLES.
+fn check_table_names(config: &Config, names: &[String]) -> anyhow::Result<()> {
+    for name in names {
+        let table = pg_to_mysql_sync::config::TableName::parse(name)
+            .map_err(|reason| anyhow::anyhow!("{reason}"))?;
+        if !config.tables.contains(&table) {
+            anyhow::bail!(
+                "table {name} is not in SYNC_TABLES; name a synced table as schema.table"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Picks the synced tables named `schema.table`; every table when `names` is empty.
@@ -420,54 +455,84 @@ async fn snapshot_through_daemon(client: &ApiClient, tables: Vec<String>) -> any
     }
     let started: Vec<String> = serde_json::from_value(body["tables"].clone()).unwrap_or_default();
     eprintln!("the daemon copies {}", started.join(", "));
-    let terminal = std::io::stderr().is_terminal();
-    let display = TerminalProgress::new();
-    loop {
+    let display: Option<TerminalProgress> =
+        std::io::stderr().is_terminal().then(TerminalProgress::new);
+    let mut shown = std::collections::HashSet::new();
+    let rows = loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let (status, body) = client.call(Method::GET, "/snapshot", None).await?;
         if !status.is_success() {
             return print_response(status, &body);
         }
-        let running = body["running"].as_bool().unwrap_or(false);
-        let rows = body["tables"].as_array().cloned().unwrap_or_default();
-        for row in rows.iter().filter(|row| {
-            row["table"]
-                .as_str()
-                .is_some_and(|table| started.iter().any(|name| name == table))
-        }) {
-            let table = row["table"].as_str().unwrap_or_default();
-            let copied = row["rows_copied"].as_u64().unwrap_or(0);
-            if terminal {
-                let estimate = row["rows_estimate"].as_u64();
-                display.event(&ProgressEvent::Started {
-                    table: table.to_string(),
-                    estimate,
-                    resumed_rows: copied,
-                });
-            } else if !running {
-                eprintln!(
-                    "{table}: {} rows, {}",
-                    copied,
-                    row["state"].as_str().unwrap_or("?")
-                );
+        let statuses: Vec<SnapshotStatus> =
+            serde_json::from_value(body["tables"].clone()).context("read the snapshot status")?;
+        let rows: Vec<SnapshotStatus> = statuses
+            .into_iter()
+            .filter(|row| started.contains(&row.table))
+            .collect();
+        if let Some(display) = &display {
+            for row in &rows {
+                show_daemon_progress(display, &mut shown, row);
             }
         }
-        if !running {
-            let failed: Vec<&serde_json::Value> =
-                rows.iter().filter(|row| row["state"] == "failed").collect();
-            println!("{}", serde_json::to_string_pretty(&body["tables"])?);
-            if !failed.is_empty() {
-                anyhow::bail!(
-                    "{} failed; the daemon's log says why, and a new snapshot resumes",
-                    pg_to_mysql_sync::telemetry::count_of(
-                        failed.len() as u64,
-                        "snapshot",
-                        "snapshots"
-                    )
-                );
-            }
-            return Ok(());
+        if !body["running"].as_bool().unwrap_or(false) {
+            break rows;
         }
+    };
+    drop(display);
+
+    let summary: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "table": row.table,
+                "state": row.state,
+                "rows": row.rows_copied,
+                "skipped_rows": row.skipped_rows,
+                "seconds": row.seconds,
+                "error": row.error,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({ "tables": summary }))?
+    );
+    let failed = rows.iter().filter(|row| row.state != "done").count();
+    if failed > 0 {
+        anyhow::bail!(
+            "{} failed; the daemon's log says why, and a new snapshot resumes",
+            pg_to_mysql_sync::telemetry::count_of(failed as u64, "snapshot", "snapshots")
+        );
+    }
+    Ok(())
+}
+
+/// Turns a polled snapshot status into progress events: a start the first time a table is
+/// seen, then its row count, and the end once it is done.
+fn show_daemon_progress(
+    display: &TerminalProgress,
+    shown: &mut std::collections::HashSet<String>,
+    row: &SnapshotStatus,
+) {
+    if shown.insert(row.table.clone()) {
+        display.event(&ProgressEvent::Started {
+            table: row.table.clone(),
+            estimate: row.rows_estimate,
+            resumed_rows: row.rows_copied,
+        });
+    } else if row.state == "done" {
+        display.event(&ProgressEvent::Finished {
+            table: row.table.clone(),
+            rows: row.rows_copied,
+            skipped: row.skipped_rows,
+            elapsed: std::time::Duration::from_secs_f64(row.seconds.unwrap_or(0.0)),
+        });
+    } else {
+        display.event(&ProgressEvent::Chunk {
+            table: row.table.clone(),
+            rows: row.rows_copied,
+        });
     }
 }
 
@@ -480,6 +545,7 @@ pub async fn verify(
     options: VerifyOptions,
     json: bool,
 ) -> anyhow::Result<()> {
+    check_table_names(config, &tables)?;
     let report: VerifyReport = match runner(config, api, url)? {
         Runner::Offline => {
             let options = options.clone();
@@ -577,6 +643,12 @@ fn render_verify(report: &VerifyReport) -> String {
         if table.keys_truncated {
             out.push_str("  (more differing keys; raise --max-keys to list them)\n");
         }
+    }
+    if report.tables.iter().any(|table| table.repaired > 0) {
+        out.push_str(
+            "changed, missing and extra count the differences found; the repaired rows were \
+             copied again from PostgreSQL\n",
+        );
     }
     out
 }

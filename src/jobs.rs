@@ -159,7 +159,7 @@ impl Jobs {
                     error!(table = %table, error = %error, "snapshot failed; run it again to resume");
                     self.board.snapshot_progress(SnapshotStatus {
                         table,
-                        state: "failed",
+                        state: "failed".into(),
                         rows_copied: self
                             .board
                             .snapshots()
@@ -167,6 +167,8 @@ impl Jobs {
                             .find(|status| status.table == schema.name.qualified())
                             .map_or(0, |status| status.rows_copied),
                         rows_estimate: None,
+                        skipped_rows: 0,
+                        seconds: None,
                         error: Some(error.to_string()),
                     });
                 }
@@ -312,24 +314,35 @@ impl ProgressSink for BoardProgress {
                 estimates.insert(table.clone(), *estimate);
                 SnapshotStatus {
                     table: table.clone(),
-                    state: "copying",
+                    state: "copying".into(),
                     rows_copied: *resumed_rows,
                     rows_estimate: *estimate,
+                    skipped_rows: 0,
+                    seconds: None,
                     error: None,
                 }
             }
             ProgressEvent::Chunk { table, rows } => SnapshotStatus {
                 table: table.clone(),
-                state: "copying",
+                state: "copying".into(),
                 rows_copied: *rows,
                 rows_estimate: estimates.get(table).copied().flatten(),
+                skipped_rows: 0,
+                seconds: None,
                 error: None,
             },
-            ProgressEvent::Finished { table, rows, .. } => SnapshotStatus {
+            ProgressEvent::Finished {
+                table,
+                rows,
+                skipped,
+                elapsed,
+            } => SnapshotStatus {
                 table: table.clone(),
-                state: "done",
+                state: "done".into(),
                 rows_copied: *rows,
                 rows_estimate: estimates.get(table).copied().flatten(),
+                skipped_rows: *skipped,
+                seconds: Some(elapsed.as_secs_f64()),
                 error: None,
             },
         };

@@ -383,6 +383,12 @@ async fn setup(config: &Config, create_tables: bool, snapshot: bool) -> anyhow::
             names.join(", ")
         );
     }
+    if !report.new_tables.is_empty() {
+        println!(
+            "restart a running daemon now: it applies changes only to the tables it read at \
+             start, and halts at the first change to a new table until it restarts"
+        );
+    }
     println!(
         "setup complete: {} tables; checkpoint table `{}` ready in MySQL",
         report.tables.len(),

@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::{FailedChangePolicy, Mode};
@@ -510,16 +510,20 @@ pub struct StatusSnapshot {
 }
 
 /// Progress of one table's snapshot.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotStatus {
     /// Source table as `schema.table`.
     pub table: String,
     /// `copying`, `done` or `failed`.
-    pub state: &'static str,
+    pub state: String,
     /// Rows copied so far.
     pub rows_copied: u64,
     /// PostgreSQL's estimate of the table's rows, when it has one.
     pub rows_estimate: Option<u64>,
+    /// Rows that this run left alone because live changes had already written them.
+    pub skipped_rows: u64,
+    /// Duration of the finished run in seconds; `None` until it is done.
+    pub seconds: Option<f64>,
     /// Why the snapshot stopped, without row values.
     pub error: Option<String>,
 }

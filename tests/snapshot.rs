@@ -932,6 +932,8 @@ async fn api_routes_and_periodic_verify() {
     assert_eq!(tables[0]["table"], "public.items", "{body}");
     assert_eq!(tables[0]["state"], "done", "{body}");
     assert_eq!(tables[0]["rows_copied"], 1000, "{body}");
+    assert_eq!(tables[0]["skipped_rows"], 0, "{body}");
+    assert!(tables[0]["seconds"].as_f64().is_some(), "{body}");
     assert_eq!(tables[0]["error"], Value::Null, "{body}");
     items_equal(&databases, CONVERGE).await;
 
@@ -948,16 +950,22 @@ async fn api_routes_and_periodic_verify() {
         "{metrics}"
     );
 
-    // The command line goes through the daemon too, and waits for the copy.
+    // The command line goes through the daemon too, waits for the copy and prints the same
+    // summary as without a daemon.
     let output = run_ok(&pipeline, &["snapshot", "public.items"]);
     let printed: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let printed = &printed["tables"];
+    assert_eq!(printed.as_array().map(Vec::len), Some(1), "{printed}");
+    assert_eq!(printed[0]["table"], "public.items", "{printed}");
     assert_eq!(printed[0]["state"], "done", "{printed}");
-    assert_eq!(printed[0]["rows_copied"], 1000, "{printed}");
+    assert_eq!(printed[0]["rows"], 1000, "{printed}");
+    assert_eq!(printed[0]["skipped_rows"], 0, "{printed}");
+    assert!(printed[0]["seconds"].as_f64().is_some(), "{printed}");
+    // A table outside SYNC_TABLES fails in the command, before it asks the daemon.
     let output = pipeline.run_cli(&["snapshot", "public.not_synced"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("400"), "{}", stderr(&output));
     assert!(
-        stderr(&output).contains("public.not_synced"),
+        stderr(&output).contains("table public.not_synced is not in SYNC_TABLES"),
         "{}",
         stderr(&output)
     );
@@ -1069,6 +1077,12 @@ async fn bad_input_is_rejected_clearly() {
         );
         assert!(
             stderr(&output).contains("table public.not_synced is not in SYNC_TABLES"),
+            "{command}: {}",
+            stderr(&output)
+        );
+        // The name is checked before any connection.
+        assert!(
+            !stderr(&output).contains("connected"),
             "{command}: {}",
             stderr(&output)
         );

@@ -114,7 +114,7 @@ impl ApiClient {
         let cause = crate::telemetry::ErrorChain(&error).to_string();
         anyhow::anyhow!(
             "cannot reach the daemon's API at {}: {cause}. Is the daemon running with this \
-             configuration? To apply without a daemon, stop it and run `sync --offline`",
+             configuration? (`sync --offline` applies changes without a daemon)",
             self.base_url
         )
     }

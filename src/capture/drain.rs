@@ -290,7 +290,7 @@ impl Drainer {
             .await
             .map_err(pg_error("commit the deletion of journaled rows"))?;
         // Usually 0: the previous session's delete committed, and this only confirms it.
-        info!(
+        debug!(
             journaled = self.pending_keys.len(),
             deleted, "checked that the change-log rows of the last journal batch are deleted"
         );
