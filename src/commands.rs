@@ -422,33 +422,37 @@ fn select_tables(
     if names.is_empty() {
         return Ok(schemas.to_vec());
     }
-    names
-        .iter()
-        .map(|name| {
-            let wanted = pg_to_mysql_sync::config::TableName::parse(name)
-                .map_err(|reason| anyhow::anyhow!("{reason}"))?
-                .qualified();
-            schemas
-                .iter()
-                .find(|schema| schema.name.qualified() == wanted)
-                .cloned()
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "table {name} is not in SYNC_TABLES; name a synced table as schema.table"
-                    )
-                })
-        })
-        .collect()
+    let mut selected: Vec<pg_to_mysql_sync::schema::TableSchema> = Vec::new();
+    for name in names {
+        let wanted = pg_to_mysql_sync::config::TableName::parse(name)
+            .map_err(|reason| anyhow::anyhow!("{reason}"))?
+            .qualified();
+        let schema = schemas
+            .iter()
+            .find(|schema| schema.name.qualified() == wanted)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "table {name} is not in SYNC_TABLES; name a synced table as schema.table"
+                )
+            })?;
+        // A table named twice is copied or compared once.
+        if !selected.iter().any(|seen| seen.name == schema.name) {
+            selected.push(schema.clone());
+        }
+    }
+    Ok(selected)
 }
 
 async fn snapshot_through_daemon(client: &ApiClient, tables: Vec<String>) -> anyhow::Result<()> {
     use std::io::IsTerminal;
+    // The API rejects an empty list; no list means every synced table.
+    let request = if tables.is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::json!({ "tables": tables })
+    };
     let (status, body) = client
-        .call(
-            Method::POST,
-            "/snapshot",
-            Some(serde_json::json!({ "tables": tables })),
-        )
+        .call(Method::POST, "/snapshot", Some(request))
         .await?;
     if !status.is_success() {
         return print_response(status, &body);
@@ -606,7 +610,8 @@ pub async fn verify(
     }
     if unrepaired > 0 {
         anyhow::bail!(
-            "{} after the repair, because changes reached them during the run; run verify again",
+            "{} after the repair, because changes reached them during the run or MySQL \
+             rejected them (the log names the table); run verify again",
             pg_to_mysql_sync::telemetry::count_of(
                 unrepaired,
                 "row still differs",
@@ -638,7 +643,7 @@ fn render_verify(report: &VerifyReport) -> String {
             out.push_str(&format!("  error: {error}\n"));
         }
         for key in &table.keys {
-            out.push_str(&format!("  {:?} key {}\n", key.kind, key.key).to_lowercase());
+            out.push_str(&format!("  {} key {}\n", key.kind.as_str(), key.key));
         }
         if table.keys_truncated {
             out.push_str("  (more differing keys; raise --max-keys to list them)\n");
@@ -651,4 +656,36 @@ fn render_verify(report: &VerifyReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use pg_to_mysql_sync::verify::{DiffKey, DiffKind, TableReport, VerifyReport};
+
+    use super::render_verify;
+
+    #[test]
+    fn verify_text_keeps_key_case() {
+        let report = VerifyReport {
+            tables: vec![TableReport {
+                table: "public.odd".to_string(),
+                extra: 1,
+                missing: 1,
+                keys: vec![
+                    DiffKey {
+                        kind: DiffKind::Extra,
+                        key: serde_json::json!(["CASE"]),
+                    },
+                    DiffKey {
+                        kind: DiffKind::Missing,
+                        key: serde_json::json!(["Case"]),
+                    },
+                ],
+                ..TableReport::default()
+            }],
+        };
+        let text = render_verify(&report);
+        assert!(text.contains("  extra key [\"CASE\"]\n"), "{text}");
+        assert!(text.contains("  missing key [\"Case\"]\n"), "{text}");
+    }
 }

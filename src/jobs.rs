@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::backoff::sleep_or_shutdown;
+use crate::backoff::{Backoff, sleep_or_shutdown};
 use crate::schema::TableSchema;
 use crate::snapshot::{
     CopyContext, LogProgress, ProgressEvent, ProgressSink, SnapshotError, copy_table,
@@ -78,7 +78,8 @@ impl Jobs {
         if tables.is_empty() {
             return Ok(schemas.to_vec());
         }
-        tables
+        let mut seen = std::collections::HashSet::new();
+        let selected: Result<Vec<TableSchema>, JobError> = tables
             .iter()
             .map(|name| {
                 let wanted = crate::config::TableName::parse(name)
@@ -90,7 +91,11 @@ impl Jobs {
                     .cloned()
                     .ok_or_else(|| JobError::UnknownTable(name.clone()))
             })
-            .collect()
+            .collect();
+        // A table named twice is copied or compared once.
+        let mut selected = selected?;
+        selected.retain(|schema| seen.insert(schema.name.qualified()));
+        Ok(selected)
     }
 
     /// Starts a snapshot of `tables` (all synced tables when empty) in the background.
@@ -127,8 +132,9 @@ impl Jobs {
         Ok(names)
     }
 
-    /// Copies the tables one after another; a failure is logged and shown in the status, and
-    /// the next table goes on.
+    /// Copies the tables one after another. A copy that loses a server is tried again with
+    /// backoff, from its stored progress; any other failure is logged and shown in the status,
+    /// and the next table goes on.
     async fn run_snapshots(
         self: &Arc<Self>,
         context: &CopyContext,
@@ -145,7 +151,27 @@ impl Jobs {
                 return;
             }
             let table = schema.name.qualified();
-            match copy_table(context, schema, &sink, shutdown).await {
+            let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+            let result = loop {
+                match copy_table(context, schema, &sink, shutdown).await {
+                    Err(error) if error.is_transient() && !shutdown.is_cancelled() => {
+                        // The stored progress survives, so the next try resumes after the
+                        // last written chunk.
+                        let delay = backoff.next_delay();
+                        warn!(
+                            table = %table,
+                            error = %error,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "snapshot paused because a server is unreachable; retrying"
+                        );
+                        if !sleep_or_shutdown(delay, shutdown).await {
+                            break Err(SnapshotError::Interrupted);
+                        }
+                    }
+                    result => break result,
+                }
+            };
+            match result {
                 Ok(_) => {}
                 Err(_) if shutdown.is_cancelled() => {
                     info!(table = %table, "snapshot interrupted by the stop; it resumes at the next start");

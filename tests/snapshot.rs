@@ -908,11 +908,22 @@ async fn api_routes_and_periodic_verify() {
         "{body}"
     );
 
+    // An empty list is an error, not every table.
+    let (status, body) = api
+        .call(Method::POST, "/snapshot", Some(json!({ "tables": [] })))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("empty list"),
+        "{body}"
+    );
+
+    // A table named twice is copied once.
     let (status, body) = api
         .call(
             Method::POST,
             "/snapshot",
-            Some(json!({ "tables": ["public.items"] })),
+            Some(json!({ "tables": ["public.items", "public.items"] })),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -1226,5 +1237,78 @@ async fn composite_text_key_resumes_and_verifies() {
     databases
         .wait_until_equal(TAGS_PG_SELECT, TAGS_MYSQL_SELECT, Duration::from_secs(1))
         .await;
+    databases.drop_all().await;
+}
+
+/// Stops the shared MariaDB server, so it runs alone: `scripts/test.sh` runs ignored tests in
+/// a second pass with one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops the shared MariaDB server; scripts/test.sh runs it in a serial pass"]
+async fn daemon_snapshot_survives_mysql_outage() {
+    let script = std::env::var("PGSYNC_TEST_SERVERS_SCRIPT").expect("run with scripts/test.sh");
+    let dir = std::env::var("PGSYNC_TEST_DIR").expect("run with scripts/test.sh");
+    let databases = Databases::create("snapoutage").await;
+    databases.create_tables(ITEMS_PG, ITEMS_MYSQL).await;
+    databases
+        .pg()
+        .await
+        .batch_execute(
+            "INSERT INTO items SELECT g, 'item ' || g, g, g * 0.5, now() \
+             FROM generate_series(1, 200000) g",
+        )
+        .await
+        .unwrap();
+    let mut pipeline = Pipeline::new(&databases, "public.items");
+    pipeline.set("SNAPSHOT_CHUNK_ROWS", "1000");
+    run_ok(&pipeline, &["setup"]);
+    let mut daemon = pipeline.start();
+
+    // Stop MariaDB once part of the table is copied.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let progress = stored_progress(&databases, "public.items").await;
+        if progress.as_ref().is_some_and(|p| p.rows_copied >= 5000) {
+            assert_eq!(progress.unwrap().state, "copying");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{progress:?}\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("bash")
+        .args([&script, "stop-mysql", &dir])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = std::process::Command::new("bash")
+        .args([&script, "start-mysql", &dir])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // The daemon tries again on its own and finishes the copy from the stored key.
+    let done = wait_for_state(
+        &databases,
+        "public.items",
+        "done",
+        Duration::from_secs(120),
+        &daemon,
+    )
+    .await;
+    assert!(done.rows_copied >= 200000, "{done:?}");
+    items_equal(&databases, Duration::from_secs(10)).await;
+    assert!(daemon.stop().success());
+    assert!(
+        daemon
+            .log()
+            .contains("snapshot paused because a server is unreachable; retrying"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.log().contains("snapshot failed"),
+        "{}",
+        daemon.log()
+    );
     databases.drop_all().await;
 }

@@ -615,9 +615,11 @@ fn check_change_id(id: u64) -> Result<(), ApiError> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SnapshotRequest {
-    /// Tables as `schema.table`; absent or empty for every synced table.
+    /// Tables as `schema.table`; absent for every synced table. An empty list is rejected,
+    /// because a snapshot empties its tables first and a client's list can end up empty by
+    /// mistake.
     #[serde(default)]
-    tables: Vec<String>,
+    tables: Option<Vec<String>>,
 }
 
 /// Reads an optional JSON body; an empty body gives the default request.
@@ -661,9 +663,19 @@ async fn start_snapshot(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let request: SnapshotRequest = optional_body(body, r#"{"tables": ["public.orders"]}"#)?;
+    if request.tables.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::BadRequest {
+            message: "tables is an empty list; name tables as schema.table, or leave the field \
+                      out to copy every synced table"
+                .into(),
+        });
+    }
     let tables = state
         .jobs
-        .start_snapshot(&request.tables, state.shutdown.clone())
+        .start_snapshot(
+            request.tables.as_deref().unwrap_or_default(),
+            state.shutdown.clone(),
+        )
         .map_err(job_error)?;
     info!(tables = tables.len(), "snapshot started through the API");
     Ok((

@@ -51,6 +51,25 @@ pub enum SnapshotError {
     Interrupted,
 }
 
+impl SnapshotError {
+    /// Tells whether the copy failed because a server was unreachable for a while, so that
+    /// running it again later can succeed without an operator.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SnapshotError::Connect(_) | SnapshotError::Apply(RunError::Unavailable(_)) => true,
+            // No database error means the connection broke; 08 is a connection exception and
+            // 57P a shutdown or a server still starting.
+            SnapshotError::Source(SourceError::Postgres { source, .. }) => {
+                source.as_db_error().is_none_or(|error| {
+                    let code = error.code().code();
+                    code.starts_with("08") || code.starts_with("57P")
+                })
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Handles and settings that a copy or a verify run takes from the running pipeline.
 #[derive(Debug, Clone)]
 pub struct CopyContext {

@@ -127,6 +127,17 @@ pub enum DiffKind {
     Extra,
 }
 
+impl DiffKind {
+    /// Returns the kind's name as reports and metrics write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiffKind::Changed => "changed",
+            DiffKind::Missing => "missing",
+            DiffKind::Extra => "extra",
+        }
+    }
+}
+
 /// A differing row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiffKey {
