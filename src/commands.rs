@@ -505,7 +505,7 @@ async fn snapshot_through_daemon(client: &ApiClient, tables: Vec<String>) -> any
     let failed = rows.iter().filter(|row| row.state != "done").count();
     if failed > 0 {
         anyhow::bail!(
-            "{} failed; the daemon's log says why, and a new snapshot resumes",
+            "{} failed; the daemon's log gives the cause, and a new snapshot resumes",
             pg_to_mysql_sync::telemetry::count_of(failed as u64, "snapshot", "snapshots")
         );
     }
