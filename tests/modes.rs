@@ -605,6 +605,11 @@ async fn altered_table_is_parked_while_others_go_on() {
     let api = pipeline.enable_api();
     let mut daemon = pipeline.start();
     api.wait_until_up(&daemon).await;
+    // The check at connect compares the current definitions, so an ALTER before it would halt
+    // apply at start instead of parking the altered table's changes.
+    daemon
+        .wait_for_log("apply connected to MySQL", Duration::from_secs(30))
+        .await;
 
     // tags gains a column; its changes wait, while items go on.
     let pg = databases.pg().await;
