@@ -524,7 +524,7 @@ pub struct SnapshotStatus {
     pub skipped_rows: u64,
     /// Duration of the finished run in seconds; `None` until it is done.
     pub seconds: Option<f64>,
-    /// Why the snapshot stopped, without row values.
+    /// The reason the snapshot stopped, without row values.
     pub error: Option<String>,
 }
 
@@ -546,7 +546,7 @@ pub struct TableDrift {
     pub rows_compared: u64,
     /// Rows that differ: changed, missing and extra together.
     pub differences: u64,
-    /// Why the table could not be compared, if it could not.
+    /// The reason the table could not be compared, if it could not.
     pub error: Option<String>,
 }
 

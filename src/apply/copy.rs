@@ -315,9 +315,7 @@ impl Applier {
 
     /// Starts or resumes the snapshot of `table`: a new one empties the target table.
     pub(super) async fn copy_begin(&mut self, table: &str) -> Result<CopyStart, ApplyError> {
-        let plan = self.plans.get(table).ok_or_else(|| {
-            ApplyError::Stored(format!("table {table} is not among the synced tables"))
-        })?;
+        let plan = synced_plan(&self.plans, table)?;
         let target = plan.schema.target_sql();
         let mut session = self.take_session().await?;
         let conn = &mut session.conn;
@@ -401,12 +399,7 @@ impl Applier {
             self.session = Some(session);
             return Ok(ChunkOutcome::Reread);
         }
-        let plan = self.plans.get(&chunk.table).ok_or_else(|| {
-            ApplyError::Stored(format!(
-                "table {} is not among the synced tables",
-                chunk.table
-            ))
-        })?;
+        let plan = synced_plan(&self.plans, &chunk.table)?;
         let prepared = chunk.prepared.take();
         let mut kept = Vec::with_capacity(chunk.rows.len() + chunk.deletes.len());
         let mut dropped = Vec::new();
@@ -473,12 +466,7 @@ impl Applier {
         limits: super::StatementLimits,
         one_by_one: bool,
     ) -> Result<u64, ApplyError> {
-        let plan = self.plans.get(&chunk.table).ok_or_else(|| {
-            ApplyError::Stored(format!(
-                "table {} is not among the synced tables",
-                chunk.table
-            ))
-        })?;
+        let plan = synced_plan(&self.plans, &chunk.table)?;
         if chunk.snapshot {
             conn.query_drop(FOREIGN_KEYS_OFF)
                 .await
@@ -567,12 +555,7 @@ impl Applier {
         rows: &[&JournalRecord],
         dropped: &[usize],
     ) -> Result<bool, ApplyError> {
-        let plan = self.plans.get(&chunk.table).ok_or_else(|| {
-            ApplyError::Stored(format!(
-                "table {} is not among the synced tables",
-                chunk.table
-            ))
-        })?;
+        let plan = synced_plan(&self.plans, &chunk.table)?;
         let prepared = match prepared {
             Some(prepared) => prepared.without(dropped),
             None => match load::build(plan, rows)? {
@@ -696,4 +679,14 @@ impl CopyState {
     pub fn as_str(self) -> &'static str {
         self.name()
     }
+}
+
+/// Returns the plan of `table`, or an error when the table is not synced.
+fn synced_plan<'a>(
+    plans: &'a HashMap<String, TablePlan>,
+    table: &str,
+) -> Result<&'a TablePlan, ApplyError> {
+    plans
+        .get(table)
+        .ok_or_else(|| ApplyError::Stored(format!("table {table} is not among the synced tables")))
 }

@@ -328,14 +328,7 @@ async fn read_chunk(
 ) -> Result<ReadChunk, SnapshotError> {
     let read_from = *context.applied.borrow();
     let query = reader.chunk_query(after, context.chunk_rows)?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(pg_error("begin a read transaction"))?;
-    let chunk = reader.read(&tx, &query, true).await?;
-    tx.commit()
-        .await
-        .map_err(pg_error("end a read transaction"))?;
+    let chunk = reader.read_alone(client, &query, true).await?;
     let through = context
         .capture
         .flush()

@@ -78,7 +78,7 @@ pub struct SourceReader {
     prefixes: Vec<String>,
     /// Total length of `prefixes`.
     prefixes_len: usize,
-    /// How each column's COPY field becomes its JSON value.
+    /// The form of each column's COPY field, which sets how it becomes a JSON value.
     forms: Vec<Form>,
     /// Positions of the key columns.
     key: Vec<usize>,
@@ -284,6 +284,28 @@ impl SourceReader {
         Ok(Chunk { rows, last_key })
     }
 
+    /// Runs `query` as [`Self::read`] does, in a read transaction of its own on `client`.
+    pub async fn read_alone(
+        &self,
+        client: &mut tokio_postgres::Client,
+        query: &str,
+        with_last_key: bool,
+    ) -> Result<Chunk, SourceError> {
+        let postgres = |action: &str| {
+            let action = action.to_string();
+            move |source| SourceError::Postgres { action, source }
+        };
+        let tx = client
+            .transaction()
+            .await
+            .map_err(postgres("begin a read transaction"))?;
+        let chunk = self.read(&tx, query, with_last_key).await?;
+        tx.commit()
+            .await
+            .map_err(postgres("end a read transaction"))?;
+        Ok(chunk)
+    }
+
     /// Returns the key of a row read by this reader, as a JSON array of captured values.
     pub fn key_of(&self, record: &JournalRecord) -> Result<String, SourceError> {
         let image = record
@@ -365,8 +387,8 @@ impl SourceReader {
     }
 }
 
-/// How a column is read: as `to_json` writes it, or as its text, which this reader turns into
-/// the same JSON value. The text costs PostgreSQL less than `to_json`.
+/// The form in which a column is read: as `to_json` writes it, or as its text, which this
+/// reader turns into the same JSON value. The text costs PostgreSQL less than `to_json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Form {
     /// `to_json` of the captured value: for key columns, whose JSON text must equal the
@@ -468,7 +490,7 @@ fn memchr_newlines(data: &[u8]) -> impl Iterator<Item = usize> + '_ {
         .map(|(position, _)| position)
 }
 
-/// Appends a field of COPY's text format, unescaped. The field holds JSON, which is UTF-8.
+/// Appends a field of COPY's text format with its backslash escapes undone.
 fn unescape_copy_text(field: &str, out: &mut String) -> Result<(), &'static str> {
     let mut chars = field.chars();
     while let Some(c) = chars.next() {

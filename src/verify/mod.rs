@@ -479,22 +479,7 @@ impl TableRun<'_> {
                 return Err(VerifyError::Interrupted);
             }
             let query = reader.chunk_query(after.as_deref(), chunk_rows)?;
-            let chunk = {
-                let tx = self
-                    .pg
-                    .transaction()
-                    .await
-                    .map_err(|source| SourceError::Postgres {
-                        action: "begin a read transaction".into(),
-                        source,
-                    })?;
-                let chunk = reader.read(&tx, &query, true).await?;
-                tx.commit().await.map_err(|source| SourceError::Postgres {
-                    action: "end a read transaction".into(),
-                    source,
-                })?;
-                chunk
-            };
+            let chunk = reader.read_alone(self.pg, &query, true).await?;
             let count = chunk.rows.len();
             let rows = chunk
                 .rows
@@ -610,19 +595,7 @@ impl TableRun<'_> {
         let mut source: HashMap<String, SourceRow> = HashMap::new();
         for batch in keys.chunks(self.context.chunk_rows.max(1)) {
             let query = reader.keys_query(batch)?;
-            let tx = self
-                .pg
-                .transaction()
-                .await
-                .map_err(|source| SourceError::Postgres {
-                    action: "begin a read transaction".into(),
-                    source,
-                })?;
-            let chunk = reader.read(&tx, &query, false).await?;
-            tx.commit().await.map_err(|source| SourceError::Postgres {
-                action: "end a read transaction".into(),
-                source,
-            })?;
+            let chunk = reader.read_alone(self.pg, &query, false).await?;
             for record in chunk.rows {
                 let row = self.source_row(record, written)?;
                 source.insert(canonical_key(&schema, &row.key), row);
