@@ -887,6 +887,10 @@ async fn api_routes_and_periodic_verify() {
     let api = pipeline.enable_api();
     let mut daemon = pipeline.start();
     api.wait_until_up(&daemon).await;
+    // The API is up before the pipeline has read the tables, which the jobs need.
+    daemon
+        .wait_for_log("daemon started", Duration::from_secs(30))
+        .await;
 
     let (status, body) = api.call(Method::GET, "/snapshot", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
